@@ -1,0 +1,156 @@
+# daxfs build.  GNU make.
+#
+#   make                          library, daxfsctl and unit test binaries
+#   make test                     build, then run tests/run.sh
+#   make SAN=address,undefined    sanitizer build (own output dir)
+#   make CC=clang O=build/clang   alternative compiler / output dir
+
+# System packages needed to build and test (installed by "make deps").
+# Later work adds registry/containerd/fuse packages here.
+DEPS_PKGS := build-essential clang pkg-config libssl-dev libdaxctl-dev \
+	libndctl-dev libarchive-dev libclang-rt-14-dev python3 e2fsprogs \
+	util-linux
+
+# make's built-in default for CC is "cc"; only that default is replaced,
+# anything from the command line or environment is kept.
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+CC ?= gcc
+AR ?= ar
+
+comma := ,
+
+# Sanitizer builds get their own output directory so their objects never
+# mix with normal ones.
+ifneq ($(strip $(SAN)),)
+O ?= build/san-$(subst $(comma),-,$(strip $(SAN)))
+SANFLAGS := -fsanitize=$(strip $(SAN)) -fno-omit-frame-pointer -O1
+else
+O ?= build
+SANFLAGS :=
+endif
+
+CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -O2 -g -pthread \
+	-MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
+CPPFLAGS := -Ifscore
+LDFLAGS := -pthread $(SANFLAGS) $(EXTRA_LDFLAGS)
+LIBS := -lcrypto -ldaxctl -lpthread
+
+# ---------------------------------------------------------------------------
+# Sources and outputs
+
+LIB_SRCS := $(sort $(wildcard fscore/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o)
+LIB := $(O)/libdaxfs.a
+
+CLI_SRCS := $(sort $(wildcard cli/*.c))
+CLI_OBJS := $(CLI_SRCS:%.c=$(O)/obj/%.o)
+CLI := $(if $(CLI_SRCS),$(O)/daxfsctl)
+
+TEST_SRCS := $(sort $(wildcard tests/unit/test_*.c tests/unit/helper_*.c))
+TEST_OBJS := $(TEST_SRCS:%.c=$(O)/obj/%.o)
+TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(O)/tests/%)
+
+ALL_OBJS := $(LIB_OBJS) $(CLI_OBJS) $(TEST_OBJS)
+
+# Stamp files: rebuild when the compiler/flags change, and rebuild the
+# archive when the set of library sources changes (so deleted files drop
+# out of it).
+CONFIG_STAMP := $(O)/.stamp-config
+MEMBERS_STAMP := $(O)/.stamp-lib-members
+CONFIG_STR := $(CC) | $(CPPFLAGS) $(CFLAGS) | $(LDFLAGS) $(LIBS)
+MEMBERS_STR := $(LIB_SRCS)
+
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules
+
+.PHONY: all lib cli tests test test-tsan test-long bench deps clean \
+	check-clang FORCE
+
+all: lib cli tests
+
+lib: $(LIB)
+
+cli: $(CLI)
+
+# Test binaries whose source is gone are removed so the runner cannot pick
+# them up.
+STALE_BINS = $(filter-out $(TEST_BINS),\
+	$(wildcard $(O)/tests/test_* $(O)/tests/helper_*))
+
+tests: $(TEST_BINS)
+	$(if $(strip $(STALE_BINS)),rm -f $(STALE_BINS))
+
+# ---------------------------------------------------------------------------
+# Rules
+
+$(CONFIG_STAMP): FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' '$(CONFIG_STR)' | cmp -s - $@ || \
+		printf '%s\n' '$(CONFIG_STR)' > $@
+
+$(MEMBERS_STAMP): FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' '$(MEMBERS_STR)' | cmp -s - $@ || \
+		printf '%s\n' '$(MEMBERS_STR)' > $@
+
+# Static pattern rules: objects are explicit targets, so make never deletes
+# them as intermediates.
+$(LIB_OBJS) $(CLI_OBJS): $(O)/obj/%.o: %.c $(CONFIG_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(TEST_OBJS): $(O)/obj/%.o: %.c $(CONFIG_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) -c -o $@ $<
+
+$(LIB): $(LIB_OBJS) $(MEMBERS_STAMP)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $(LIB_OBJS)
+
+$(O)/daxfsctl: $(CLI_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIB) $(LIBS)
+
+$(TEST_BINS): $(O)/tests/%: $(O)/obj/tests/unit/%.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+
+-include $(ALL_OBJS:.o=.d)
+
+# ---------------------------------------------------------------------------
+# Test, bench and housekeeping targets
+
+test: all
+	tests/run.sh $(O)
+
+test-tsan:
+	$(MAKE) SAN=thread O=build/san-thread all
+	tests/run.sh build/san-thread --only-threaded
+
+test-long: all
+	DAXFS_TEST_LONG=1 tests/run.sh $(O)
+
+bench: all
+	@if [ -f bench/run.sh ]; then \
+		echo "bash bench/run.sh $(O)"; bash bench/run.sh $(O); \
+	else \
+		echo "bench/run.sh not present, nothing to run"; \
+	fi
+
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+deps:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		--no-install-recommends $(DEPS_PKGS)
+
+check-clang:
+	$(MAKE) CC=clang O=build/clang all
+
+clean:
+	rm -rf build
+
+FORCE:

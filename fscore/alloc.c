@@ -1,0 +1,343 @@
+/* The unit allocator.
+ *
+ * Each area is cut into chunks; a chunk is owned by one allocation context
+ * (host slot, context, incarnation), claimed by CAS on its owner word.
+ * Only the owner sets bits in a chunk's bitmap, so it needs no CAS for
+ * that: it finds clear bits, journals the extent, then sets them with
+ * fetch_or.  Anyone may clear bits (fetch_and) when an object dies.  A
+ * reaper therefore knows that every set bit in a dead context's chunks was
+ * set by that context. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "cache.h"
+
+static uint64_t unit_bytes(const struct area *a)
+{
+	return 1ULL << a->g.unit_shift;
+}
+
+uint64_t alloc_round(struct daxfs *fs, int which, uint64_t len)
+{
+	uint64_t u = unit_bytes(area_of(fs, which));
+
+	return (len + u - 1) & ~(u - 1);
+}
+
+static _Atomic uint64_t *chunk_words(struct area *a, uint64_t chunk)
+{
+	return a->bitmap + chunk * a->words_per_chunk;
+}
+
+static int actx_push(struct alloc_ctx *ac, uint64_t chunk)
+{
+	if (ac->n == ac->cap) {
+		uint32_t cap = ac->cap ? ac->cap * 2 : 16;
+		uint64_t *p = realloc(ac->chunks, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		ac->chunks = p;
+		ac->cap = cap;
+	}
+	ac->chunks[ac->n++] = chunk;
+	return 0;
+}
+
+static uint64_t my_owner(struct jctx *j)
+{
+	return DFS_CHUNK(DFS_CHUNK_OWNED, j->slot + 1, j->ctx, j->fs->inc);
+}
+
+/* Learn which chunks this context already owns (after a restart the
+ * region remembers, the process does not). */
+static int actx_load(struct jctx *j, int which)
+{
+	struct alloc_ctx *ac = &j->fs->actx[j->ctx][which];
+	struct area *a = area_of(j->fs, which);
+	uint64_t me = my_owner(j);
+
+	if (ac->loaded)
+		return 0;
+	ac->n = 0;
+	for (uint64_t c = 0; c < a->g.nchunks; c++)
+		if (atomic_load_explicit(&a->owners[c], memory_order_acquire) == me &&
+		    actx_push(ac, c) < 0)
+			return -ENOMEM;
+	ac->loaded = true;
+	return 0;
+}
+
+/* Longest run search: first run of at least min units (prefers want). */
+static bool chunk_find(struct area *a, uint64_t chunk, uint64_t want,
+		       uint64_t min, uint64_t *first, uint64_t *count)
+{
+	_Atomic uint64_t *w = chunk_words(a, chunk);
+	uint64_t start = 0, run = 0, best = 0, best_start = 0;
+
+	for (uint64_t i = 0; i < a->words_per_chunk; i++) {
+		uint64_t v = atomic_load_explicit(&w[i], memory_order_relaxed);
+
+		if (v == 0 && run + 64 <= want) {
+			if (!run)
+				start = i * 64;
+			run += 64;
+		} else if (v == ~0ULL) {
+			run = 0;
+		} else {
+			for (unsigned b = 0; b < 64; b++) {
+				if (v & (1ULL << b)) {
+					run = 0;
+					continue;
+				}
+				if (!run)
+					start = i * 64 + b;
+				run++;
+				if (run >= want)
+					break;
+			}
+		}
+		if (run > best) {
+			best = run;
+			best_start = start;
+		}
+		if (run >= want)
+			break;
+	}
+	if (best < min)
+		return false;
+	*first = best_start;
+	*count = best < want ? best : want;
+	return true;
+}
+
+static void *orphan_clock(struct daxfs *fs, int which)
+{
+	if (!fs->orphan_seen[which])
+		fs->orphan_seen[which] = calloc(area_of(fs, which)->g.nchunks,
+						sizeof(uint64_t));
+	return fs->orphan_seen[which];
+}
+
+/* May we take chunk c?  FREE and RELEASED chunks yes; an ORPHAN chunk
+ * only once we have watched it stay orphaned for lease + grace, since the
+ * reaped host may have been paused, not dead, and could still write. */
+static bool chunk_takeable(struct daxfs *fs, int which, uint64_t c, uint64_t w)
+{
+	uint64_t *seen, now;
+
+	switch (DFS_CHUNK_STATE(w)) {
+	case DFS_CHUNK_FREE:
+	case DFS_CHUNK_RELEASED:
+		return true;
+	case DFS_CHUNK_ORPHAN: {
+		bool ok = false;
+
+		pthread_mutex_lock(&fs->lock);
+		seen = orphan_clock(fs, which);
+		now = now_ms();
+		if (seen && !seen[c])
+			seen[c] = now;
+		else if (seen)
+			ok = now - seen[c] >= (uint64_t)fs->lease_ms + fs->grace_ms;
+		pthread_mutex_unlock(&fs->lock);
+		return ok;
+	}
+	default:
+		return false;
+	}
+}
+
+/* Claim n consecutive chunks (n = 1 for ordinary allocations). */
+static int chunk_claim(struct jctx *j, int which, uint64_t n, uint64_t *first)
+{
+	struct area *a = area_of(j->fs, which);
+	struct alloc_ctx *ac = &j->fs->actx[j->ctx][which];
+	uint64_t me = my_owner(j);
+
+	for (uint64_t c = 0; c + n <= a->g.nchunks; c++) {
+		uint64_t k;
+
+		for (k = 0; k < n; k++) {
+			uint64_t w = atomic_load_explicit(&a->owners[c + k],
+							  memory_order_acquire);
+
+			if (!chunk_takeable(j->fs, which, c + k, w) ||
+			    !atomic_compare_exchange_strong_explicit(&a->owners[c + k],
+					&w, me, memory_order_acq_rel,
+					memory_order_acquire))
+				break;
+			if (actx_push(ac, c + k) < 0)
+				return -ENOMEM;
+		}
+		if (k == n) {
+			*first = c;
+			return 0;
+		}
+		/* Keep the chunks we got; they serve later allocations. */
+		c += k;
+	}
+	return -ENOSPC;
+}
+
+int alloc_find(struct jctx *j, int which, uint64_t bytes, uint64_t min_bytes,
+	       uint64_t *off, uint64_t *len)
+{
+	struct area *a = area_of(j->fs, which);
+	struct alloc_ctx *ac = &j->fs->actx[j->ctx][which];
+	uint64_t ub = unit_bytes(a);
+	uint64_t want = (bytes + ub - 1) / ub, min = (min_bytes + ub - 1) / ub;
+	uint64_t first, count, c;
+	int rc;
+
+	if (!want)
+		want = min = 1;
+	if (!min)
+		min = 1;
+	rc = actx_load(j, which);
+	if (rc < 0)
+		return rc;
+	if (min > a->units_per_chunk) {
+		/* Larger than a chunk: whole consecutive chunks. */
+		uint64_t n = (min + a->units_per_chunk - 1) / a->units_per_chunk;
+
+		rc = chunk_claim(j, which, n, &c);
+		if (rc < 0)
+			return rc;
+		*off = a->g.base + (c << a->g.chunk_shift);
+		*len = min * ub;
+		return 0;
+	}
+	if (want > a->units_per_chunk)
+		want = a->units_per_chunk;
+	for (uint32_t i = 0; i < ac->n; i++) {
+		uint32_t k = (ac->cur + i) % ac->n;
+
+		c = ac->chunks[k];
+		if (chunk_find(a, c, want, min, &first, &count)) {
+			ac->cur = k;
+			goto found;
+		}
+	}
+	rc = chunk_claim(j, which, 1, &c);
+	if (rc < 0)
+		return rc;
+	if (!chunk_find(a, c, want, min, &first, &count))
+		return -ENOSPC;
+	ac->cur = ac->n - 1;
+found:
+	*off = a->g.base + (c << a->g.chunk_shift) + first * ub;
+	*len = count * ub;
+	return 0;
+}
+
+/* Apply op to the bitmap words covering [off, off+len). */
+static void bits_apply(struct area *a, uint64_t off, uint64_t len, bool set)
+{
+	uint64_t u0 = (off - a->g.base) >> a->g.unit_shift;
+	uint64_t n = (len + unit_bytes(a) - 1) >> a->g.unit_shift;
+
+	while (n) {
+		uint64_t bit = u0 % 64, k = 64 - bit < n ? 64 - bit : n;
+		uint64_t mask = (k == 64 ? ~0ULL : ((1ULL << k) - 1)) << bit;
+
+		/* Release on set: the journal entry naming these units is
+		 * visible before the units are marked. */
+		if (set)
+			atomic_fetch_or_explicit(&a->bitmap[u0 / 64], mask,
+						 memory_order_release);
+		else
+			atomic_fetch_and_explicit(&a->bitmap[u0 / 64], ~mask,
+						  memory_order_release);
+		u0 += k;
+		n -= k;
+	}
+}
+
+void alloc_mark(struct daxfs *fs, int which, uint64_t off, uint64_t len)
+{
+	struct area *a = area_of(fs, which);
+
+	if (area_contains(a, off, len))
+		bits_apply(a, off, len, true);
+}
+
+void alloc_free(struct daxfs *fs, int which, uint64_t off, uint64_t len)
+{
+	struct area *a = area_of(fs, which);
+
+	if (len && area_contains(a, off, len))
+		bits_apply(a, off, len, false);
+}
+
+bool alloc_is_set(struct daxfs *fs, int which, uint64_t off, uint64_t len)
+{
+	struct area *a = area_of(fs, which);
+	uint64_t u0, n;
+
+	if (!area_contains(a, off, len))
+		return false;
+	u0 = (off - a->g.base) >> a->g.unit_shift;
+	n = (len + unit_bytes(a) - 1) >> a->g.unit_shift;
+	for (uint64_t u = u0; u < u0 + n; u++)
+		if (!(atomic_load_explicit(&a->bitmap[u / 64], memory_order_acquire) &
+		      (1ULL << (u % 64))))
+			return false;
+	return true;
+}
+
+uint64_t alloc_used_bytes(struct daxfs *fs, int which)
+{
+	struct area *a = area_of(fs, which);
+	uint64_t words = a->g.nchunks * a->words_per_chunk, units = 0;
+
+	for (uint64_t i = 0; i < words; i++)
+		units += (uint64_t)__builtin_popcountll(
+			atomic_load_explicit(&a->bitmap[i], memory_order_relaxed));
+	return units << a->g.unit_shift;
+}
+
+static void chunks_transfer(struct daxfs *fs, int slot, uint32_t inc,
+			    unsigned state)
+{
+	for (int which = 0; which < 2; which++) {
+		struct area *a = area_of(fs, which);
+
+		for (uint64_t c = 0; c < a->g.nchunks; c++) {
+			uint64_t w = atomic_load_explicit(&a->owners[c],
+							  memory_order_acquire);
+
+			if (DFS_CHUNK_STATE(w) != DFS_CHUNK_OWNED ||
+			    DFS_CHUNK_SLOT1(w) != (unsigned)slot + 1 ||
+			    DFS_CHUNK_INC(w) != inc)
+				continue;
+			atomic_compare_exchange_strong_explicit(&a->owners[c], &w,
+				DFS_CHUNK(state, slot + 1, DFS_CHUNK_CTX(w), inc),
+				memory_order_acq_rel, memory_order_relaxed);
+		}
+	}
+}
+
+void alloc_release_chunks(struct daxfs *fs)
+{
+	chunks_transfer(fs, fs->slot, fs->inc, DFS_CHUNK_RELEASED);
+	for (unsigned c = 0; c < DFS_CTX_PER_HOST; c++)
+		for (int w = 0; w < 2; w++)
+			fs->actx[c][w].loaded = false;
+}
+
+void alloc_orphan_chunks(struct daxfs *fs, int slot, uint32_t inc)
+{
+	chunks_transfer(fs, slot, inc, DFS_CHUNK_ORPHAN);
+}
+
+void alloc_state_free(struct daxfs *fs)
+{
+	for (unsigned c = 0; c < DFS_CTX_PER_HOST; c++)
+		for (int w = 0; w < 2; w++)
+			free(fs->actx[c][w].chunks);
+	free(fs->orphan_seen[0]);
+	free(fs->orphan_seen[1]);
+}

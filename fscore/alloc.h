@@ -1,0 +1,34 @@
+/* Internal: the lock-free unit allocator (chunks owned per context). */
+#ifndef DAXFS_ALLOC_H
+#define DAXFS_ALLOC_H
+
+#include "journal.h"
+
+enum { AREA_META = 0, AREA_DATA = 1 };
+
+static inline struct area *area_of(struct daxfs *fs, int which)
+{
+	return which == AREA_META ? &fs->meta : &fs->data;
+}
+
+/* Find free units for up to `bytes` (at least min_bytes, contiguous) in
+ * chunks owned by j's context, claiming new chunks as needed.  Nothing is
+ * marked yet: journal the extent, then alloc_mark() it.  -ENOSPC when the
+ * area is full. */
+int alloc_find(struct jctx *j, int which, uint64_t bytes, uint64_t min_bytes,
+	       uint64_t *off, uint64_t *len);
+void alloc_mark(struct daxfs *fs, int which, uint64_t off, uint64_t len);
+/* Clear the units of [off, off+len); idempotent. */
+void alloc_free(struct daxfs *fs, int which, uint64_t off, uint64_t len);
+/* Are all units of the extent set? */
+bool alloc_is_set(struct daxfs *fs, int which, uint64_t off, uint64_t len);
+/* Bytes actually allocated for len bytes. */
+uint64_t alloc_round(struct daxfs *fs, int which, uint64_t len);
+uint64_t alloc_used_bytes(struct daxfs *fs, int which);
+/* On clean detach: our chunks become RELEASED. */
+void alloc_release_chunks(struct daxfs *fs);
+/* Reaping: chunks of (slot, inc) become ORPHAN. */
+void alloc_orphan_chunks(struct daxfs *fs, int slot, uint32_t inc);
+void alloc_state_free(struct daxfs *fs);
+
+#endif

@@ -1,0 +1,522 @@
+/* Host slots: attach, heartbeat, liveness on the observer's clock, detach.
+ *
+ * Liveness never uses a timestamp written by another host: an observer
+ * remembers when, on its own monotonic clock, it last saw a host's
+ * heartbeat counters move. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "cache.h"
+#include "host.h"
+#include "reap.h"
+
+static void sleep_ms(uint32_t ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+uint64_t host_beats(struct daxfs *fs, int slot, uint32_t inc)
+{
+	struct dfs_host *h = &fs->hosts[slot];
+	uint64_t sum = 0;
+
+	for (unsigned i = 0; i < DFS_PROCS_PER_HOST; i++) {
+		struct dfs_proc *p = &h->procs[i];
+
+		if (atomic_load_explicit(&p->claim, memory_order_acquire) != inc)
+			continue;
+		sum += atomic_load_explicit(&p->heartbeat, memory_order_relaxed);
+	}
+	return sum;
+}
+
+enum daxfs_liveness host_observe_slot(struct daxfs *fs, int slot, uint64_t now)
+{
+	struct host_obs *o = &fs->obs[slot];
+	uint64_t w = atomic_load_explicit(&fs->hosts[slot].owner,
+					  memory_order_acquire);
+	uint64_t beats;
+
+	switch (DFS_OWNER_STATE(w)) {
+	case DFS_HOST_FREE:
+		return DAXFS_HOST_UNUSED;
+	case DFS_HOST_RETIRED:
+		return DAXFS_HOST_GONE;
+	case DFS_HOST_REAPING:
+		return DAXFS_HOST_REAPING;
+	default:
+		break;
+	}
+	if (slot == fs->slot && DFS_OWNER_INC(w) == fs->inc)
+		return DAXFS_HOST_ALIVE;
+	beats = host_beats(fs, slot, DFS_OWNER_INC(w));
+	if (!o->changed_ms || o->owner != w || o->beats != beats) {
+		o->seen = o->changed_ms != 0 && o->owner == w;
+		o->owner = w;
+		o->beats = beats;
+		o->changed_ms = now;
+		return o->seen ? DAXFS_HOST_ALIVE : DAXFS_HOST_SUSPECT;
+	}
+	if (now - o->changed_ms < fs->lease_ms)
+		return o->seen ? DAXFS_HOST_ALIVE : DAXFS_HOST_SUSPECT;
+	return DAXFS_HOST_DEAD;
+}
+
+int daxfs_hosts_observe(struct daxfs *fs, struct daxfs_host_info *out, int max)
+{
+	uint64_t now = now_ms();
+	int n = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	for (uint32_t s = 0; s < fs->sb.max_hosts; s++) {
+		struct dfs_host *h = &fs->hosts[s];
+		enum daxfs_liveness l = host_observe_slot(fs, (int)s, now);
+		uint64_t w;
+
+		if (l == DAXFS_HOST_UNUSED)
+			continue;
+		if (n < max) {
+			struct daxfs_host_info *i = &out[n];
+
+			w = atomic_load_explicit(&h->owner, memory_order_acquire);
+			memset(i, 0, sizeof(*i));
+			i->slot = (int)s;
+			memcpy(i->uuid, h->uuid, 16);
+			memcpy(i->name, h->name, DFS_NAME_MAX);
+			memcpy(i->version, h->version, DFS_VERSION_MAX);
+			i->incarnation = DFS_OWNER_INC(w);
+			i->liveness = l;
+			for (unsigned p = 0; p < DFS_PROCS_PER_HOST; p++)
+				if (atomic_load_explicit(&h->procs[p].claim,
+							 memory_order_relaxed) == i->incarnation)
+					i->nprocs++;
+		}
+		n++;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return n;
+}
+
+/* Watch a slot's heartbeat for up to the lease: 1 if it moved. */
+static int slot_heartbeat_moves(struct daxfs *fs, int slot, uint32_t inc)
+{
+	uint64_t start = now_ms(), b0 = host_beats(fs, slot, inc);
+	uint32_t step = fs->lease_ms / 8 ? fs->lease_ms / 8 : 1;
+
+	while (now_ms() - start < fs->lease_ms) {
+		sleep_ms(step);
+		if (host_beats(fs, slot, inc) != b0)
+			return 1;
+		if (DFS_OWNER_INC(atomic_load_explicit(&fs->hosts[slot].owner,
+						       memory_order_acquire)) != inc)
+			return 1;
+	}
+	return 0;
+}
+
+static int find_slot(struct daxfs *fs, const uint8_t uuid[16])
+{
+	for (uint32_t s = 0; s < fs->sb.max_hosts; s++) {
+		uint64_t w = atomic_load_explicit(&fs->hosts[s].owner,
+						  memory_order_acquire);
+
+		if (DFS_OWNER_STATE(w) != DFS_HOST_FREE &&
+		    !memcmp(fs->hosts[s].uuid, uuid, 16))
+			return (int)s;
+	}
+	return -1;
+}
+
+/* Take a never-used slot (or a retired one of another host) for uuid. */
+static int claim_new_slot(struct daxfs *fs, const uint8_t uuid[16],
+			  uint32_t *inc)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint32_t s = 0; s < fs->sb.max_hosts; s++) {
+			struct dfs_host *h = &fs->hosts[s];
+			uint64_t w = atomic_load_explicit(&h->owner,
+							  memory_order_acquire);
+			unsigned want = pass ? DFS_HOST_RETIRED : DFS_HOST_FREE;
+
+			if (DFS_OWNER_STATE(w) != want)
+				continue;
+			*inc = DFS_OWNER_INC(w) + 1;
+			if (atomic_compare_exchange_strong_explicit(&h->owner, &w,
+					DFS_OWNER(*inc, DFS_HOST_LIVE, 0),
+					memory_order_acq_rel, memory_order_acquire)) {
+				memcpy(h->uuid, uuid, 16);
+				return (int)s;
+			}
+		}
+	}
+	return -ENOSPC;
+}
+
+/* Claim uuid's slot as a new incarnation (daemon attach). */
+static int claim_slot(struct daxfs *fs, const uint8_t uuid[16], uint32_t *inc,
+		      struct daxfs_err *err)
+{
+	for (int tries = 0; tries < 8; tries++) {
+		int s = find_slot(fs, uuid), rc;
+		uint64_t w;
+
+		if (s < 0) {
+			s = claim_new_slot(fs, uuid, inc);
+			if (s < 0)
+				return daxfs_err_set(err, s,
+						     "all %u host slots are in use",
+						     fs->sb.max_hosts);
+			return s;
+		}
+		w = atomic_load_explicit(&fs->hosts[s].owner, memory_order_acquire);
+		if (DFS_OWNER_STATE(w) == DFS_HOST_LIVE) {
+			if (slot_heartbeat_moves(fs, s, DFS_OWNER_INC(w)))
+				return daxfs_err_set(err, -EBUSY,
+						     "host slot %d (incarnation %u) is in use: "
+						     "its heartbeat is moving; is another daemon "
+						     "of this host running?", s, DFS_OWNER_INC(w));
+		}
+		if (DFS_OWNER_STATE(w) != DFS_HOST_RETIRED) {
+			/* Our own previous incarnation died: reap it first. */
+			rc = reap_host(fs, s, DFS_OWNER_INC(w), err);
+			if (rc < 0 && rc != -EAGAIN)
+				return rc;
+			continue;
+		}
+		*inc = DFS_OWNER_INC(w) + 1;
+		if (atomic_compare_exchange_strong_explicit(&fs->hosts[s].owner, &w,
+				DFS_OWNER(*inc, DFS_HOST_LIVE, 0),
+				memory_order_acq_rel, memory_order_acquire))
+			return s;
+	}
+	return daxfs_err_set(err, -EAGAIN, "host slot keeps changing under us");
+}
+
+static int claim_proc(struct daxfs *fs, int slot, uint32_t inc, bool daemon)
+{
+	struct dfs_host *h = &fs->hosts[slot];
+
+	for (unsigned i = 0; i < DFS_PROCS_PER_HOST; i++) {
+		struct dfs_proc *p = &h->procs[i];
+		uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
+
+		/* A process of an older incarnation is gone: its entry is
+		 * free for us.  Entries of our incarnation are in use. */
+		if (c == inc)
+			continue;
+		if (!daemon && c != 0 && c > inc)
+			continue;
+		atomic_store_explicit(&p->reader_epoch, 0, memory_order_relaxed);
+		if (atomic_compare_exchange_strong_explicit(&p->claim, &c, inc,
+				memory_order_acq_rel, memory_order_acquire))
+			return (int)i;
+	}
+	return -ENOSPC;
+}
+
+static void set_label(char *dst, size_t n, const char *src)
+{
+	memset(dst, 0, n);
+	if (src)
+		strncpy(dst, src, n - 1);
+}
+
+int daxfs_host_attach(struct daxfs *fs, const struct daxfs_host_opts *o,
+		      struct daxfs_err *err)
+{
+	bool daemon = o->kind == DAXFS_PROC_DAEMON;
+	uint32_t inc = 0;
+	int s, p;
+
+	if (fs->readonly)
+		return daxfs_err_set(err, -EROFS, "region opened read-only");
+	if (daemon) {
+		s = claim_slot(fs, o->uuid, &inc, err);
+		if (s < 0)
+			return s;
+	} else {
+		uint64_t w;
+
+		s = find_slot(fs, o->uuid);
+		w = s >= 0 ? atomic_load_explicit(&fs->hosts[s].owner,
+						  memory_order_acquire) : 0;
+		if (s < 0 || DFS_OWNER_STATE(w) != DFS_HOST_LIVE)
+			return daxfs_err_set(err, -ENOENT,
+					     "host is not attached to the region; start its daemon first");
+		inc = DFS_OWNER_INC(w);
+	}
+	p = claim_proc(fs, s, inc, daemon);
+	if (p < 0)
+		return daxfs_err_set(err, p, "no free process entry in host slot %d", s);
+	fs->hosts[s].procs[p].kind = o->kind;
+	set_label(fs->hosts[s].name, DFS_NAME_MAX, o->name);
+	set_label(fs->hosts[s].version, DFS_VERSION_MAX, DAXFS_VERSION_STRING);
+	fs->slot = s;
+	fs->inc = inc;
+	fs->proc = p;
+	fs->daemon = daemon;
+	daxfs_heartbeat(fs);
+	return 0;
+}
+
+void daxfs_heartbeat(struct daxfs *fs)
+{
+	if (fs->slot < 0)
+		return;
+	/* Relaxed: observers only need to see the counter move eventually. */
+	atomic_fetch_add_explicit(&fs->hosts[fs->slot].procs[fs->proc].heartbeat,
+				  1, memory_order_relaxed);
+}
+
+static void *heartbeat_main(void *arg)
+{
+	struct daxfs *fs = arg;
+	uint32_t step = fs->lease_ms / 4 ? fs->lease_ms / 4 : 1;
+
+	while (atomic_load_explicit(&fs->hb_run, memory_order_acquire)) {
+		daxfs_heartbeat(fs);
+		sleep_ms(step);
+	}
+	return NULL;
+}
+
+int daxfs_heartbeat_start(struct daxfs *fs)
+{
+	int rc;
+
+	if (fs->hb_started)
+		return 0;
+	atomic_store_explicit(&fs->hb_run, 1, memory_order_release);
+	rc = pthread_create(&fs->hb_thread, NULL, heartbeat_main, fs);
+	if (rc)
+		return -rc;
+	fs->hb_started = true;
+	return 0;
+}
+
+void host_stop_heartbeat(struct daxfs *fs)
+{
+	if (!fs->hb_started)
+		return;
+	atomic_store_explicit(&fs->hb_run, 0, memory_order_release);
+	pthread_join(fs->hb_thread, NULL);
+	fs->hb_started = false;
+}
+
+void daxfs_heartbeat_stop(struct daxfs *fs)
+{
+	host_stop_heartbeat(fs);
+}
+
+int daxfs_host_check(struct daxfs *fs)
+{
+	uint64_t w;
+
+	if (fs->slot < 0)
+		return -ENOENT;
+	w = atomic_load_explicit(&fs->hosts[fs->slot].owner, memory_order_acquire);
+	if (DFS_OWNER_STATE(w) != DFS_HOST_LIVE || DFS_OWNER_INC(w) != fs->inc)
+		return -ESTALE;
+	return 0;
+}
+
+int daxfs_host_slot(const struct daxfs *fs)
+{
+	return fs->slot;
+}
+
+uint32_t daxfs_host_incarnation(const struct daxfs *fs)
+{
+	return fs->inc;
+}
+
+void host_detach(struct daxfs *fs)
+{
+	struct dfs_host *h;
+	uint64_t w;
+
+	host_stop_heartbeat(fs);
+	if (fs->slot < 0 || fs->readonly)
+		return;
+	h = &fs->hosts[fs->slot];
+	atomic_store_explicit(&h->procs[fs->proc].reader_epoch, 0,
+			      memory_order_release);
+	if (daxfs_host_check(fs) < 0)
+		return;		/* reaped while we were away: touch nothing */
+	if (fs->daemon) {
+		alloc_release_chunks(fs);
+		w = DFS_OWNER(fs->inc, DFS_HOST_LIVE, 0);
+		/* Release: everything we wrote is visible before RETIRED. */
+		atomic_compare_exchange_strong_explicit(&h->owner, &w,
+				DFS_OWNER(fs->inc, DFS_HOST_RETIRED, 0),
+				memory_order_acq_rel, memory_order_acquire);
+		atomic_store_explicit(&h->reap_done, fs->inc, memory_order_release);
+	}
+	w = fs->inc;
+	atomic_compare_exchange_strong_explicit(&h->procs[fs->proc].claim, &w, 0,
+			memory_order_acq_rel, memory_order_relaxed);
+	fs->slot = -1;
+}
+
+int ctx_acquire(struct daxfs *fs)
+{
+	struct dfs_host *h = &fs->hosts[fs->slot];
+	int got = -EAGAIN;
+
+	pthread_mutex_lock(&fs->lock);
+	for (unsigned i = 0; i < DFS_CTX_PER_HOST; i++) {
+		uint64_t c;
+
+		if (fs->ctx_busy[i])
+			continue;
+		c = atomic_load_explicit(&h->ctx[i].claim, memory_order_acquire);
+		if (c == fs->inc || !atomic_compare_exchange_strong_explicit(
+				&h->ctx[i].claim, &c, fs->inc,
+				memory_order_acq_rel, memory_order_acquire)) {
+			if (c != fs->inc)
+				continue;
+		}
+		fs->ctx_busy[i] = true;
+		got = (int)i;
+		break;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return got;
+}
+
+void ctx_release(struct daxfs *fs, int ctx)
+{
+	pthread_mutex_lock(&fs->lock);
+	fs->ctx_busy[ctx] = false;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void daxfs_read_enter(struct daxfs *fs)
+{
+	struct dfs_proc *p;
+
+	if (fs->slot < 0)
+		return;
+	p = &fs->hosts[fs->slot].procs[fs->proc];
+	pthread_mutex_lock(&fs->lock);
+	if (fs->readers++ == 0) {
+		/* seq_cst pairs with epoch_synchronize: either the
+		 * reclaimer sees our epoch, or we see the new global epoch
+		 * and with it the removal that preceded it. */
+		atomic_store_explicit(&p->reader_epoch,
+			atomic_load_explicit(&fs->shared->global_epoch,
+					     memory_order_seq_cst),
+			memory_order_seq_cst);
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+void daxfs_read_leave(struct daxfs *fs)
+{
+	if (fs->slot < 0)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	if (--fs->readers == 0)
+		atomic_store_explicit(&fs->hosts[fs->slot].procs[fs->proc].reader_epoch,
+				      0, memory_order_release);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* May any process of a live host still hold an offset from before epoch
+ * e?  Processes of hosts that are not LIVE hold nothing. */
+static bool epoch_busy(struct daxfs *fs, uint64_t e)
+{
+	for (uint32_t s = 0; s < fs->sb.max_hosts; s++) {
+		struct dfs_host *h = &fs->hosts[s];
+		uint64_t w = atomic_load_explicit(&h->owner, memory_order_acquire);
+
+		if (DFS_OWNER_STATE(w) != DFS_HOST_LIVE)
+			continue;
+		for (unsigned i = 0; i < DFS_PROCS_PER_HOST; i++) {
+			struct dfs_proc *p = &h->procs[i];
+			uint64_t re;
+
+			if (atomic_load_explicit(&p->claim, memory_order_acquire) !=
+			    DFS_OWNER_INC(w))
+				continue;
+			re = atomic_load_explicit(&p->reader_epoch, memory_order_seq_cst);
+			if (re && re < e)
+				return true;
+		}
+	}
+	return false;
+}
+
+/* The caller must not be inside daxfs_read_enter itself. */
+int epoch_synchronize(struct daxfs *fs, uint32_t timeout_ms)
+{
+	uint64_t start = now_ms();
+	uint64_t e = atomic_fetch_add_explicit(&fs->shared->global_epoch, 1,
+					       memory_order_seq_cst) + 1;
+
+	while (epoch_busy(fs, e)) {
+		if (now_ms() - start > timeout_ms)
+			return -ETIMEDOUT;
+		sleep_ms(1);
+	}
+	return 0;
+}
+
+int daxfs_host_uuid_load(const char *dir, uint8_t uuid[16],
+			 struct daxfs_err *err)
+{
+	char path[4096], s[64] = "";
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/host-uuid", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		int rfd = open("/proc/sys/kernel/random/uuid", O_RDONLY | O_CLOEXEC);
+
+		if (rfd < 0)
+			return daxfs_err_set(err, -errno, "read random uuid: %s",
+					     strerror(errno));
+		n = read(rfd, s, 36);
+		close(rfd);
+		if (n != 36)
+			return daxfs_err_set(err, -EIO, "short random uuid");
+		mkdir(dir, 0700);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return daxfs_err_set(err, -errno, "create %s: %s", path,
+					     strerror(errno));
+		s[36] = '\n';
+		if (write(fd, s, 37) != 37) {
+			close(fd);
+			return daxfs_err_set(err, -EIO, "write %s", path);
+		}
+		close(fd);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	if (fd < 0)
+		return daxfs_err_set(err, -errno, "open %s: %s", path,
+				     strerror(errno));
+	memset(s, 0, sizeof(s));
+	n = read(fd, s, 36);
+	close(fd);
+	if (n != 36)
+		return daxfs_err_set(err, -EUCLEAN, "%s: not a uuid", path);
+	for (int i = 0, j = 0; i < 36; i++) {
+		if (s[i] == '-')
+			continue;
+		if (j >= 16 || sscanf(s + i, "%2hhx", &uuid[j++]) != 1)
+			return daxfs_err_set(err, -EUCLEAN, "%s: not a uuid", path);
+		i++;
+	}
+	return 0;
+}

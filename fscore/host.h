@@ -1,0 +1,20 @@
+/* Internal: host slots, processes, heartbeats, epochs, contexts. */
+#ifndef DAXFS_HOST_H
+#define DAXFS_HOST_H
+
+#include "region.h"
+
+void host_detach(struct daxfs *fs);
+void host_stop_heartbeat(struct daxfs *fs);
+/* Sample slot's liveness on our clock (fs->lock held). */
+enum daxfs_liveness host_observe_slot(struct daxfs *fs, int slot, uint64_t now);
+/* Sum of the heartbeats of slot's processes of incarnation inc. */
+uint64_t host_beats(struct daxfs *fs, int slot, uint32_t inc);
+/* Claim one of this host's allocation contexts; -EAGAIN if all busy. */
+int ctx_acquire(struct daxfs *fs);
+void ctx_release(struct daxfs *fs, int ctx);
+/* Wait until no attached process may still use offsets retired before
+ * this call.  -ETIMEDOUT after timeout_ms. */
+int epoch_synchronize(struct daxfs *fs, uint32_t timeout_ms);
+
+#endif

@@ -1,0 +1,102 @@
+/* Internal: the attached region and bounds-checked access to it. */
+#ifndef DAXFS_REGION_H
+#define DAXFS_REGION_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daxfs.h"
+#include "format.h"
+
+struct area {
+	struct dfs_area_geom g;
+	uint64_t units_per_chunk;
+	uint64_t words_per_chunk;
+	_Atomic uint64_t *owners;	/* chunk owner words */
+	_Atomic uint64_t *bitmap;
+};
+
+/* Chunks one allocation context owns in one area (process memory). */
+struct alloc_ctx {
+	uint64_t *chunks;
+	uint32_t n, cap;
+	uint32_t cur;		/* index into chunks to try first */
+	bool loaded;
+};
+
+struct host_obs {
+	uint64_t owner;		/* owner word when last sampled */
+	uint64_t beats;		/* sum of heartbeats when last changed */
+	uint64_t changed_ms;	/* our monotonic clock at that change */
+	bool seen;
+};
+
+/* Process-local state of one attached region.  Everything here is owned by
+ * this process; fs->lock guards ctx_busy, holds[] and obs[]. */
+struct daxfs {
+	uint8_t *base;		/* superblock address */
+	uint64_t size;
+	void *map;
+	size_t maplen;
+	int fd;
+	bool owns_map;
+	int readonly;
+	uint32_t lease_ms, grace_ms;
+
+	struct dfs_super sb;	/* validated copy */
+	struct dfs_shared *shared;
+	struct dfs_host *hosts;
+	struct dfs_hslot *hash;
+	struct dfs_jentry *journals;
+	struct area meta, data;
+
+	int slot;		/* -1 until attached */
+	uint32_t inc;
+	int proc;
+	bool daemon;
+
+	pthread_mutex_t lock;
+	bool ctx_busy[DFS_CTX_PER_HOST];
+	struct alloc_ctx actx[DFS_CTX_PER_HOST][2];	/* [ctx][meta, data] */
+	uint64_t *orphan_seen[2];	/* when we first saw a chunk ORPHAN */
+	struct hold *holds;		/* layers this process holds */
+	struct host_obs obs[DFS_MAX_HOSTS];
+	_Atomic int readers;	/* threads inside read_enter */
+	pthread_t hb_thread;
+	_Atomic int hb_run;
+	bool hb_started;
+};
+
+/* Pointer to [off, off+len) of the region, or NULL if it falls outside.
+ * Every offset read from the region goes through here before use. */
+static inline void *reg_ptr(struct daxfs *fs, uint64_t off, uint64_t len)
+{
+	if (off > fs->size || len > fs->size - off)
+		return 0;
+	return fs->base + off;
+}
+
+static inline uint64_t reg_off(struct daxfs *fs, const void *p)
+{
+	return (uint64_t)((const uint8_t *)p - fs->base);
+}
+
+/* Is [off, off+len) inside area a? */
+static inline bool area_contains(const struct area *a, uint64_t off,
+				 uint64_t len)
+{
+	uint64_t end = a->g.base + (a->g.nchunks << a->g.chunk_shift);
+
+	return off >= a->g.base && off <= end && len <= end - off;
+}
+
+uint64_t now_ms(void);
+void failpoint(void);
+
+/* Shared with the CLI through daxfs.h: validation of a superblock copy. */
+int super_check(const struct dfs_super *sb, uint64_t avail,
+		struct daxfs_err *err);
+
+#endif
