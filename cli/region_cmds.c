@@ -10,7 +10,6 @@
 
 #include "cli.h"
 #include "daxfs.h"
-#include "devdax.h"
 
 static void fmt_bytes(uint64_t v, char *buf, size_t n)
 {
@@ -35,8 +34,8 @@ static void fmt_uuid(const uint8_t *u, char out[37])
 
 static int list_devices(void)
 {
-	struct devdax_info d[64];
-	int n = devdax_list(d, 64);
+	struct daxfs_device d[64];
+	int n = daxfs_list_devices(d, 64);
 
 	if (n < 0) {
 		cli_error("listing device-dax devices: %s", strerror(-n));

@@ -192,6 +192,10 @@ int alloc_find(struct jctx *j, int which, uint64_t bytes, uint64_t min_bytes,
 	uint64_t first, count, c;
 	int rc;
 
+	/* A host reaped while it was paused must not allocate: its chunks
+	 * are orphaned and will be handed to others. */
+	if (daxfs_host_check(j->fs) < 0)
+		return -ESTALE;
 	if (!want)
 		want = min = 1;
 	if (!min)

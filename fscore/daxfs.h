@@ -69,6 +69,17 @@ void daxfs_close(struct daxfs *fs);
 /* Unmap without touching the region: what a crash leaves behind. */
 void daxfs_abandon(struct daxfs *fs);
 
+/* Device-dax devices (/dev/daxX.Y) found through libdaxctl. */
+struct daxfs_device {
+	char path[64];
+	uint64_t size;
+	uint64_t align;		/* mappings must be aligned to this */
+	char region[32];
+};
+/* Fills up to max entries; returns how many exist (0 without a
+ * device-dax driver) or -errno. */
+int daxfs_list_devices(struct daxfs_device *out, int max);
+
 /* Parse "PATH" or "PATH@OFFSET" (OFFSET with optional K/M/G suffix). */
 int daxfs_parse_region(const char *spec, char *path, size_t pathlen,
 		       uint64_t *offset, struct daxfs_err *err);
@@ -235,6 +246,46 @@ int daxfs_file_pieces(struct daxfs_layer *l, uint32_t ino, uint64_t off,
 		      size_t len, struct daxfs_piece *out, int max);
 ssize_t daxfs_pread(struct daxfs_layer *l, uint32_t ino, void *buf,
 		    size_t len, uint64_t off);
+
+/* ---- chains, images, aliases (shared records) ---- */
+
+struct daxfs_chain_info {
+	uint8_t chain_id[32];
+	uint8_t parent[32];	/* zero for a bottom layer */
+	uint8_t diff_id[32];	/* its top layer */
+	uint64_t depth;		/* 1 for a bottom layer */
+};
+/* Record a chain; its layer record must exist.  An existing record for
+ * chain_id is kept (0). */
+int daxfs_chain_put(struct daxfs *fs, const struct daxfs_chain_info *c,
+		    struct daxfs_err *err);
+int daxfs_chain_get(struct daxfs *fs, const uint8_t chain_id[32],
+		    struct daxfs_chain_info *out);
+
+struct daxfs_image_info {
+	char ref[256];
+	uint8_t manifest[32];
+	uint8_t config[32];
+	uint8_t top_chain[32];
+	uint64_t nlayers;
+	uint64_t flags;
+};
+/* Record (or replace) the image record for ref. */
+int daxfs_image_put(struct daxfs *fs, const struct daxfs_image_info *im,
+		    struct daxfs_err *err);
+int daxfs_image_get(struct daxfs *fs, const char *ref,
+		    struct daxfs_image_info *out);
+int daxfs_image_remove(struct daxfs *fs, const char *ref,
+		       struct daxfs_err *err);
+int daxfs_images_foreach(struct daxfs *fs,
+			 int (*cb)(const struct daxfs_image_info *, void *),
+			 void *arg);
+/* Let a compressed digest name the layer diff_id (whose record exists). */
+int daxfs_layer_alias(struct daxfs *fs, const uint8_t digest[32],
+		      const uint8_t diff_id[32], struct daxfs_err *err);
+/* diff_id of the layer a digest names (a diff_id names itself). */
+int daxfs_layer_resolve(struct daxfs *fs, const uint8_t digest[32],
+			uint8_t diff_id[32]);
 
 /* ---- whole-region views ---- */
 

@@ -162,6 +162,9 @@ enum dfs_jop {
 	DFS_JOP_BEGIN = 7,	/* a = layer record, b = serial: a group */
 	DFS_JOP_TREE = 8,	/* a = layer record: group evicts its tree */
 	DFS_JOP_NEWLAYER = 9,	/* a = new layer record, b = length */
+	DFS_JOP_NEWREC = 10,	/* a = new chain/image/alias record, b = length,
+				 * group = its kind */
+	DFS_JOP_FREEREC = 11,	/* a = chain/image/alias record being freed */
 };
 #define DFS_JWORD(seq, st) (((uint64_t)(seq) << 8) | (uint64_t)(st))
 #define DFS_JWORD_SEQ(w) ((w) >> 8)
@@ -396,6 +399,15 @@ struct dfs_chain {
 };
 _Static_assert(sizeof(struct dfs_chain) == 80, "chain record size");
 
+/* Alias: another digest (a layer's compressed digest) naming a layer. */
+struct dfs_alias {
+	uint8_t digest[32];
+	uint64_t layer;		/* struct dfs_layer offset */
+	uint64_t pad;
+};
+_Static_assert(sizeof(struct dfs_alias) == 48, "alias record size");
+
+/* Image record, keyed by sha256(ref). */
 struct dfs_image {
 	char ref[256];		/* normalised reference, NUL padded */
 	uint8_t manifest[32];

@@ -19,6 +19,7 @@
 #include "crc32c.h"
 #include "hash.h"
 #include "layer.h"
+#include "records.h"
 
 struct refc {
 	uint64_t rec;
@@ -281,6 +282,33 @@ static int check_layer(struct daxfs *fs, struct dfs_hslot *s, void *arg)
 	return 0;
 }
 
+static int check_record(struct daxfs *fs, struct dfs_hslot *s, void *arg)
+{
+	struct fsck *f = arg;
+	uint32_t kind = (uint32_t)atomic_load_explicit(&s->kind, memory_order_relaxed);
+	uint64_t rec = atomic_load_explicit(&s->value, memory_order_relaxed);
+	uint8_t key[32], want[32];
+	void *r;
+
+	if (kind != DFS_KIND_CHAIN && kind != DFS_KIND_IMAGE && kind != DFS_KIND_ALIAS)
+		return 0;
+	r = record_get(fs, kind, rec);
+	hash_slot_key(s, want);
+	if (!r || record_key(fs, kind, rec, key) < 0 || memcmp(key, want, 32)) {
+		problem(f, "record %#llx of kind %u is malformed or indexed under another key",
+			(unsigned long long)rec, kind);
+		return 0;
+	}
+	own(f, AREA_META, rec, kind == DFS_KIND_CHAIN ? sizeof(struct dfs_chain) :
+	    kind == DFS_KIND_IMAGE ? sizeof(struct dfs_image) : sizeof(struct dfs_alias),
+	    "record");
+	if (kind == DFS_KIND_CHAIN && !layer_get(fs, ((struct dfs_chain *)r)->layer))
+		problem(f, "chain record %#llx names no layer", (unsigned long long)rec);
+	if (kind == DFS_KIND_ALIAS && !layer_get(fs, ((struct dfs_alias *)r)->layer))
+		problem(f, "alias record %#llx names no layer", (unsigned long long)rec);
+	return 0;
+}
+
 static void check_hash(struct fsck *f)
 {
 	struct daxfs *fs = f->fs;
@@ -404,6 +432,7 @@ int daxfs_fsck(struct daxfs *fs, int live,
 	if (rc == 0) {
 		qsort(f.refs, f.nrefs, sizeof(*f.refs), refc_cmp);
 		hash_foreach(fs, DFS_KIND_LAYER, check_layer, &f);
+		hash_foreach(fs, 0, check_record, &f);
 		check_refcounts(&f);
 		check_space(&f, AREA_META);
 		check_space(&f, AREA_DATA);

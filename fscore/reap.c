@@ -16,6 +16,7 @@
 #include "host.h"
 #include "layer.h"
 #include "reap.h"
+#include "records.h"
 
 struct jview {
 	uint64_t seq;
@@ -106,6 +107,9 @@ static bool create_applied(struct jctx *victim, struct jview *v)
 	       val == v->e->a;
 }
 
+static int settle_entry(struct jctx *victim, struct jctx *mine,
+			struct jview *v, size_t i, size_t n, struct jview *all);
+
 /* Undo one entry of an unpublished group. */
 static int undo_entry(struct jctx *victim, struct jctx *mine, struct jview *v)
 {
@@ -143,6 +147,8 @@ static int undo_entry(struct jctx *victim, struct jctx *mine, struct jview *v)
 		}
 		break;
 	default:
+		/* Records and retires are not part of the layer: settle. */
+		rc = settle_entry(victim, mine, v, 0, 1, v);
 		break;
 	}
 	return rc;
@@ -184,7 +190,8 @@ static int settle_entry(struct jctx *victim, struct jctx *mine,
 		}
 		if (!change_applied(victim, v))
 			break;
-		if (e->b >> 63) {
+		if ((e->b >> 63) && (uint32_t)VICTIM_SLOT(e->b) < fs->sb.max_hosts &&
+		    (uint32_t)VICTIM_CTX(e->b) < DFS_CTX_PER_HOST) {
 			/* An undo made for another victim: record it there. */
 			struct jctx other;
 
@@ -195,6 +202,24 @@ static int settle_entry(struct jctx *victim, struct jctx *mine,
 	case DFS_JOP_RETIRE:
 		if (jstate(v) == DFS_J_PENDING)
 			return content_retire(victim, (int64_t)v->seq, e->a);
+		break;
+	case DFS_JOP_NEWREC: {
+		uint8_t key[32];
+
+		if (jstate(v) != DFS_J_PENDING && jstate(v) != DFS_J_DONE)
+			break;
+		if (record_key(fs, e->group, e->a, key) == 0 &&
+		    hash_lookup(fs, e->group, key, &val) == 0 && val == e->a) {
+			mark(victim, v, DFS_J_COMMITTED);
+		} else {
+			alloc_free(fs, AREA_META, e->a, e->b);
+			mark(victim, v, DFS_J_UNDONE);
+		}
+		break;
+	}
+	case DFS_JOP_FREEREC:
+		if (jstate(v) == DFS_J_PENDING)
+			return record_free(victim, (int64_t)v->seq, e->group, e->a);
 		break;
 	case DFS_JOP_CREATE:
 	case DFS_JOP_REF_INC:
@@ -360,7 +385,8 @@ static int reap_claim(struct daxfs *fs, int slot, uint32_t inc, int depth,
 			return 1;
 		if (w == me)
 			return 0;
-		if (DFS_OWNER_STATE(w) == DFS_HOST_REAPING && r1) {
+		if (DFS_OWNER_STATE(w) == DFS_HOST_REAPING && r1 &&
+		    r1 <= fs->sb.max_hosts) {
 			/* Another reaper: take over only if it died too, and
 			 * first settle what it did (its undo bookkeeping). */
 			uint32_t rinc = owner_inc(fs, (int)r1 - 1);

@@ -544,3 +544,19 @@ void daxfs_close(struct daxfs *fs)
 	host_detach(fs);
 	fs_free(fs);
 }
+
+int daxfs_list_devices(struct daxfs_device *out, int max)
+{
+	struct devdax_info d[64];
+	int n = devdax_list(d, 64);
+
+	if (n < 0)
+		return n;
+	for (int i = 0; i < n && i < 64 && i < max; i++) {
+		memcpy(out[i].path, d[i].path, sizeof(out[i].path));
+		out[i].size = d[i].size;
+		out[i].align = d[i].align;
+		memcpy(out[i].region, d[i].region, sizeof(out[i].region));
+	}
+	return n;
+}
