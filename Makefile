@@ -9,7 +9,8 @@
 # Later work adds registry/containerd/fuse packages here.
 DEPS_PKGS := build-essential clang pkg-config libssl-dev libdaxctl-dev \
 	libndctl-dev libarchive-dev libclang-rt-14-dev python3 e2fsprogs \
-	util-linux
+	util-linux libcurl4-openssl-dev libjansson-dev libzstd-dev zstd \
+	docker-registry umoci skopeo busybox-static
 
 # make's built-in default for CC is "cc"; only that default is replaced,
 # anything from the command line or environment is kept.
@@ -33,9 +34,10 @@ endif
 
 CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -O2 -g -pthread \
 	-MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
-CPPFLAGS := -Ifscore
+CPPFLAGS := -Ifscore -Idaemon
 LDFLAGS := -pthread $(SANFLAGS) $(EXTRA_LDFLAGS)
 LIBS := -lcrypto -ldaxctl -lpthread
+DAEMON_LIBS := -larchive -lcurl -ljansson
 
 # ---------------------------------------------------------------------------
 # Sources and outputs
@@ -43,6 +45,13 @@ LIBS := -lcrypto -ldaxctl -lpthread
 LIB_SRCS := $(sort $(wildcard fscore/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o)
 LIB := $(O)/libdaxfs.a
+
+# daemon/: everything but main.c forms libdaxfsd.a, which the tests link.
+DAEMON_SRCS := $(filter-out daemon/main.c,$(sort $(wildcard daemon/*.c)))
+DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(O)/obj/%.o)
+DLIB := $(if $(DAEMON_SRCS),$(O)/libdaxfsd.a)
+DMAIN_OBJS := $(if $(wildcard daemon/main.c),$(O)/obj/daemon/main.o)
+DAEMON := $(if $(DMAIN_OBJS),$(O)/daxfsd)
 
 CLI_SRCS := $(sort $(wildcard cli/*.c))
 CLI_OBJS := $(CLI_SRCS:%.c=$(O)/obj/%.o)
@@ -52,7 +61,7 @@ TEST_SRCS := $(sort $(wildcard tests/unit/test_*.c tests/unit/helper_*.c))
 TEST_OBJS := $(TEST_SRCS:%.c=$(O)/obj/%.o)
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(O)/tests/%)
 
-ALL_OBJS := $(LIB_OBJS) $(CLI_OBJS) $(TEST_OBJS)
+ALL_OBJS := $(LIB_OBJS) $(CLI_OBJS) $(TEST_OBJS) $(DAEMON_OBJS) $(DMAIN_OBJS)
 
 # Stamp files: rebuild when the compiler/flags change, and rebuild the
 # archive when the set of library sources changes (so deleted files drop
@@ -66,10 +75,12 @@ MEMBERS_STR := $(LIB_SRCS)
 .DELETE_ON_ERROR:
 MAKEFLAGS += --no-builtin-rules
 
-.PHONY: all lib cli tests test test-tsan test-long bench deps clean \
+.PHONY: all lib cli daemon tests test test-tsan test-long bench deps clean \
 	check-clang FORCE
 
-all: lib cli tests
+all: lib cli daemon tests
+
+daemon: $(DLIB) $(DAEMON)
 
 lib: $(LIB)
 
@@ -98,7 +109,7 @@ $(MEMBERS_STAMP): FORCE
 
 # Static pattern rules: objects are explicit targets, so make never deletes
 # them as intermediates.
-$(LIB_OBJS) $(CLI_OBJS): $(O)/obj/%.o: %.c $(CONFIG_STAMP)
+$(LIB_OBJS) $(CLI_OBJS) $(DAEMON_OBJS) $(DMAIN_OBJS): $(O)/obj/%.o: %.c $(CONFIG_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
@@ -111,12 +122,20 @@ $(LIB): $(LIB_OBJS) $(MEMBERS_STAMP)
 	rm -f $@
 	$(AR) rcs $@ $(LIB_OBJS)
 
+$(DLIB): $(DAEMON_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $(DAEMON_OBJS)
+
 $(O)/daxfsctl: $(CLI_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIB) $(LIBS)
 
-$(TEST_BINS): $(O)/tests/%: $(O)/obj/tests/unit/%.o $(LIB)
+$(O)/daxfsd: $(DMAIN_OBJS) $(DLIB) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(DMAIN_OBJS) $(DLIB) $(LIB) $(DAEMON_LIBS) $(LIBS)
+
+$(TEST_BINS): $(O)/tests/%: $(O)/obj/tests/unit/%.o $(DLIB) $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $< $(DLIB) $(LIB) $(DAEMON_LIBS) $(LIBS)
 
 -include $(ALL_OBJS:.o=.d)
 

@@ -225,11 +225,13 @@ int alloc_find(struct jctx *j, int which, uint64_t bytes, uint64_t min_bytes,
 			goto found;
 		}
 	}
-	rc = chunk_claim(j, which, 1, &c);
-	if (rc < 0)
-		return rc;
-	if (!chunk_find(a, c, want, min, &first, &count))
-		return -ENOSPC;
+	/* Take more chunks until one has room; the ones taken stay ours
+	 * for later allocations. */
+	do {
+		rc = chunk_claim(j, which, 1, &c);
+		if (rc < 0)
+			return rc;
+	} while (!chunk_find(a, c, want, min, &first, &count));
 	ac->cur = ac->n - 1;
 found:
 	*off = a->g.base + (c << a->g.chunk_shift) + first * ub;
