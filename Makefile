@@ -128,7 +128,7 @@ $(DLIB): $(DAEMON_OBJS)
 	$(AR) rcs $@ $(DAEMON_OBJS)
 
 $(O)/daxfsctl: $(CLI_OBJS) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIB) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIB) -ljansson $(LIBS)
 
 $(O)/daxfsd: $(DMAIN_OBJS) $(DLIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $(DMAIN_OBJS) $(DLIB) $(LIB) $(DAEMON_LIBS) $(LIBS)
@@ -138,6 +138,23 @@ $(TEST_BINS): $(O)/tests/%: $(O)/obj/tests/unit/%.o $(DLIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $< $(DLIB) $(LIB) $(DAEMON_LIBS) $(LIBS)
 
 -include $(ALL_OBJS:.o=.d)
+
+# Benchmarks: bench/<name>.c -> $(O)/bench/<name>, built only by "make bench".
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCH_OBJS := $(BENCH_SRCS:%.c=$(O)/obj/%.o)
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(O)/bench/%)
+
+$(BENCH_OBJS): $(O)/obj/%.o: %.c $(CONFIG_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BENCH_BINS): $(O)/bench/%: $(O)/obj/bench/%.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS) -larchive
+
+bench: $(BENCH_BINS)
+
+-include $(BENCH_OBJS:.o=.d)
 
 # ---------------------------------------------------------------------------
 # Test, bench and housekeeping targets

@@ -17,11 +17,14 @@ void cli_error(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+static const struct cli_cmd *const groups[] = { region_cmds, daemon_cmds, NULL };
+
 const struct cli_cmd *cli_find(const char *name)
 {
-	for (const struct cli_cmd *c = region_cmds; c->name; c++)
-		if (!strcmp(c->name, name))
-			return c;
+	for (int g = 0; groups[g]; g++)
+		for (const struct cli_cmd *c = groups[g]; c->name; c++)
+			if (!strcmp(c->name, name))
+				return c;
 	return NULL;
 }
 
@@ -38,8 +41,9 @@ static int usage(int code)
 	FILE *out = code ? stderr : stdout;
 
 	fprintf(out, "usage: daxfsctl COMMAND [OPTIONS]\n\ncommands:\n");
-	for (const struct cli_cmd *c = region_cmds; c->name; c++)
-		fprintf(out, "  %-6s %s\n", c->name, c->usage);
+	for (int g = 0; groups[g]; g++)
+		for (const struct cli_cmd *c = groups[g]; c->name; c++)
+			fprintf(out, "  %-7s %s\n", c->name, c->usage);
 	fprintf(out, "\n'daxfsctl COMMAND --help' describes a command.\n");
 	return code;
 }

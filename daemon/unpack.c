@@ -351,6 +351,11 @@ int unpack_layer(struct daxfs *fs, const struct unpack_job *job,
 	rc = daxfs_layer_build(fs, job->diff_id, &b, err);
 	if (rc < 0)
 		goto out;
+	if (job->open) {
+		rc = job->open(job->arg, err);
+		if (rc < 0)
+			goto out;
+	}
 	rc = stage_open(p, err);
 	if (rc < 0)
 		goto out;
@@ -370,6 +375,7 @@ int unpack_layer(struct daxfs *fs, const struct unpack_job *job,
 	if (rc == 0)
 		rc = verify(p, res, err);
 	if (rc == 0) {
+		daxfs_builder_set_source(b, res->digest, res->blob_bytes);
 		rc = daxfs_builder_publish(b, &res->serial, err);
 		if (rc == 0)
 			b = NULL;	/* published: the builder is gone */

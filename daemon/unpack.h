@@ -22,6 +22,9 @@ struct unpack_job {
 	const uint8_t *diff_id;		/* expected uncompressed digest */
 	const uint8_t *digest;		/* expected blob digest, or NULL */
 	enum unpack_compression compression;
+	/* Called once the layer is claimed, before the first read: the
+	 * blob is requested only by the host that won the claim. */
+	int (*open)(void *arg, struct daxfs_err *err);
 	unpack_read_fn read;
 	void *arg;
 	/* Progress: called with the count of blob bytes read so far. */

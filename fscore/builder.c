@@ -525,6 +525,10 @@ int daxfs_builder_write(struct daxfs_layer_builder *b, const void *buf,
 
 	if (!b->writing)
 		return len ? daxfs_err_set(err, -EINVAL, "data outside a regular file") : 0;
+	/* Reaped while paused: the extents are no longer ours. */
+	if (daxfs_host_check(b->fs) < 0)
+		return daxfs_err_set(err, -ESTALE,
+				     "this host was declared dead; its work was rolled back");
 	rc = content_write(&b->w, buf, len);
 	if (rc < 0)
 		return daxfs_err_set(err, rc, "writing file data: %s",
@@ -760,6 +764,16 @@ static int defer_dropped(struct daxfs_layer_builder *b, struct daxfs_err *err)
 	return 0;
 }
 
+void daxfs_builder_set_source(struct daxfs_layer_builder *b,
+			      const uint8_t digest[32], uint64_t blob_bytes)
+{
+	struct dfs_layer *l = layer_get(b->fs, b->rec);
+
+	/* Ours until publish; published with the state CAS. */
+	memcpy(l->digest, digest, 32);
+	l->compressed_bytes = blob_bytes;
+}
+
 int daxfs_builder_publish(struct daxfs_layer_builder *b, uint64_t *serial,
 			  struct daxfs_err *err)
 {
@@ -768,6 +782,10 @@ int daxfs_builder_publish(struct daxfs_layer_builder *b, uint64_t *serial,
 	uint64_t off = 0, len = 0, w;
 	int rc;
 
+	/* Checked first too: finishing the file indexes its content. */
+	if (daxfs_host_check(fs) < 0)
+		return daxfs_err_set(err, -ESTALE,
+				     "this host was declared dead; its work was rolled back");
 	rc = finish_file(b, err);
 	if (rc < 0)
 		return rc;
@@ -826,13 +844,19 @@ static void builder_free(struct daxfs_layer_builder *b)
 
 void daxfs_builder_abort(struct daxfs_layer_builder *b)
 {
+	bool live;
+
 	if (!b)
 		return;
+	/* Reaped while paused: the reaper undid everything; touch nothing. */
+	live = daxfs_host_check(b->fs) == 0;
+	if (b->writing && !live)
+		b->w.rec = 0;
 	if (b->writing)
 		content_abort(&b->w);
 	b->writing = false;
 	/* Undo our own journal group exactly as a reaper would. */
-	if (daxfs_host_check(b->fs) == 0)
+	if (live)
 		reap_journal(b->fs, &b->j, &b->j);
 	builder_free(b);
 }

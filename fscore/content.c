@@ -101,16 +101,20 @@ static int writer_extend(struct content_writer *w, struct dfs_content *c)
 		return rc;
 	if (len > alloc_round(fs, AREA_DATA, left))
 		len = alloc_round(fs, AREA_DATA, left);
+	/* Until content_end the extent's len is all of its allocation, so
+	 * a reaper (or an abort) of an unfinished file frees all of it. */
 	c->ext[c->nextents].off = off;
-	c->ext[c->nextents].len = 0;
+	c->ext[c->nextents].len = len;
 	/* The record names the extent before its bits are set: a reaper
 	 * frees what the record names, and freeing clear bits does nothing.
-	 * Release orders the extent before the count that exposes it. */
-	atomic_thread_fence(memory_order_release);
-	c->nextents++;
+	 * Release orders the extent before the count that exposes it (a
+	 * release store: a fence before a plain store orders nothing, and
+	 * ThreadSanitizer builds reject fences). */
+	__atomic_store_n(&c->nextents, c->nextents + 1, __ATOMIC_RELEASE);
 	failpoint();
 	alloc_mark(fs, AREA_DATA, off, len);
 	w->ext_cap = len;
+	w->ext_used = 0;
 	return 0;
 }
 
@@ -129,17 +133,17 @@ int content_write(struct content_writer *w, const void *buf, size_t len)
 		struct dfs_extent *e;
 		uint64_t n;
 
-		if (!c->nextents || c->ext[c->nextents - 1].len == w->ext_cap) {
+		if (!c->nextents || w->ext_used == w->ext_cap) {
 			rc = writer_extend(w, c);
 			if (rc < 0)
 				return rc;
 		}
 		e = &c->ext[c->nextents - 1];
-		n = w->ext_cap - e->len;
+		n = w->ext_cap - w->ext_used;
 		if (n > len)
 			n = len;
-		memcpy(fs->base + e->off + e->len, p, n);
-		e->len += n;
+		memcpy(fs->base + e->off + w->ext_used, p, n);
+		w->ext_used += n;
 		w->written += n;
 		p += n;
 		len -= n;
@@ -198,6 +202,10 @@ int content_end(struct content_writer *w, uint64_t *out)
 		return -EIO;
 	EVP_MD_CTX_free(w->md);
 	w->md = NULL;
+	/* Only the last extent can be partly used: its len becomes the
+	 * bytes it holds (its allocation is exactly that, rounded up). */
+	if (c->nextents)
+		c->ext[c->nextents - 1].len = w->ext_used;
 	memcpy(c->sha256, sha, 32);
 	c->size = w->size;
 	atomic_store_explicit(&c->rc, DFS_RC(1, w->j->slot, w->j->ctx, w->seq),

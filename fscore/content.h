@@ -15,6 +15,7 @@ struct content_writer {
 	uint32_t cap;		/* extent slots in the record */
 	int64_t seq;		/* its CREATE journal entry */
 	uint64_t ext_cap;	/* bytes allocated for the last extent */
+	uint64_t ext_used;	/* bytes written into it */
 	EVP_MD_CTX *md;
 };
 

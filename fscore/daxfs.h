@@ -185,7 +185,11 @@ int daxfs_builder_add(struct daxfs_layer_builder *b,
 		      const struct daxfs_entry *e, struct daxfs_err *err);
 int daxfs_builder_write(struct daxfs_layer_builder *b, const void *buf,
 			size_t len, struct daxfs_err *err);
-/* Write the tree and publish the layer READY with one CAS. */
+/* Record where the layer came from (its blob digest and size). */
+void daxfs_builder_set_source(struct daxfs_layer_builder *b,
+			      const uint8_t digest[32], uint64_t blob_bytes);
+/* Write the tree and publish the layer READY with one CAS; on failure the
+ * builder stays for daxfs_builder_abort. */
 int daxfs_builder_publish(struct daxfs_layer_builder *b, uint64_t *serial,
 			  struct daxfs_err *err);
 /* Roll back everything the builder did and free it (safe on NULL). */
@@ -309,8 +313,15 @@ struct daxfs_layer_info {
 	uint64_t serial;
 	uint64_t holders;
 	uint64_t files, unpacked_bytes;
+	uint64_t compressed_bytes;
+	uint8_t digest[32];	/* blob digest, zero if unknown */
 	int claimant_slot;
 };
+/* State of one layer record: 0, or -ENOENT if the region has none.
+ * progress is the byte counter its unpacker advances. */
+int daxfs_layer_info(struct daxfs *fs, const uint8_t diff_id[32],
+		     struct daxfs_layer_info *out, uint64_t *progress);
+
 /* Calls cb for every layer record; stops early if cb returns non-zero. */
 int daxfs_layers_foreach(struct daxfs *fs,
 			 int (*cb)(const struct daxfs_layer_info *, void *),

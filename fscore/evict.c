@@ -88,7 +88,7 @@ int daxfs_layer_evict(struct daxfs *fs, const uint8_t diff_id[32],
 		rc = daxfs_err_set(err, -ENOENT, "layer is not READY");
 		goto out;
 	}
-	seq = journal_append(&j, DFS_JOP_TREE, rec, l->serial, (uint32_t)l->serial);
+	seq = journal_append(&j, DFS_JOP_TREE, rec, l->serial, 0);
 	if (seq < 0) {
 		rc = daxfs_err_set(err, (int)seq, "journal full");
 		goto out;
@@ -163,6 +163,23 @@ int daxfs_usage(struct daxfs *fs, struct daxfs_usage *u)
 	return 0;
 }
 
+static int layer_fill(struct dfs_layer *l, struct daxfs_layer_info *li)
+{
+	uint64_t w = atomic_load_explicit(&l->state, memory_order_acquire);
+
+	memset(li, 0, sizeof(*li));
+	memcpy(li->diff_id, l->diff_id, 32);
+	li->state = DFS_LW_STATE(w);
+	li->serial = l->serial;
+	li->holders = li->state == DFS_L_UNPACKING ? 0 : DFS_LW_HOLDERS(w);
+	li->files = l->files;
+	li->unpacked_bytes = l->unpacked_bytes;
+	li->compressed_bytes = l->compressed_bytes;
+	memcpy(li->digest, l->digest, 32);
+	li->claimant_slot = li->state == DFS_L_UNPACKING ? (int)LW_CLAIM_SLOT(w) : -1;
+	return 0;
+}
+
 struct foreach_arg {
 	int (*cb)(const struct daxfs_layer_info *, void *);
 	void *arg;
@@ -174,19 +191,10 @@ static int layer_one(struct daxfs *fs, struct dfs_hslot *s, void *arg)
 	struct dfs_layer *l = layer_get(fs, atomic_load_explicit(&s->value,
 						memory_order_relaxed));
 	struct daxfs_layer_info li;
-	uint64_t w;
 
 	if (!l)
 		return 0;
-	w = atomic_load_explicit(&l->state, memory_order_acquire);
-	memset(&li, 0, sizeof(li));
-	memcpy(li.diff_id, l->diff_id, 32);
-	li.state = DFS_LW_STATE(w);
-	li.serial = l->serial;
-	li.holders = li.state == DFS_L_UNPACKING ? 0 : DFS_LW_HOLDERS(w);
-	li.files = l->files;
-	li.unpacked_bytes = l->unpacked_bytes;
-	li.claimant_slot = li.state == DFS_L_UNPACKING ? (int)LW_CLAIM_SLOT(w) : -1;
+	layer_fill(l, &li);
 	return fa->cb(&li, fa->arg);
 }
 
@@ -200,5 +208,21 @@ int daxfs_layers_foreach(struct daxfs *fs,
 	daxfs_read_enter(fs);
 	rc = hash_foreach(fs, DFS_KIND_LAYER, layer_one, &fa);
 	daxfs_read_leave(fs);
+	return rc;
+}
+
+int daxfs_layer_info(struct daxfs *fs, const uint8_t diff_id[32],
+		     struct daxfs_layer_info *out, uint64_t *progress)
+{
+	struct dfs_layer *l;
+	uint64_t rec;
+	int rc;
+
+	if (hash_lookup(fs, DFS_KIND_LAYER, diff_id, &rec) < 0 ||
+	    !(l = layer_get(fs, rec)))
+		return -ENOENT;
+	rc = layer_fill(l, out);
+	if (progress)
+		*progress = atomic_load_explicit(&l->progress, memory_order_relaxed);
 	return rc;
 }

@@ -160,7 +160,8 @@ enum dfs_jop {
 	DFS_JOP_CREATE = 5,	/* a = content record offset (rc = 1) */
 	DFS_JOP_RETIRE = 6,	/* a = content record offset, freeing */
 	DFS_JOP_BEGIN = 7,	/* a = layer record, b = serial: a group */
-	DFS_JOP_TREE = 8,	/* a = layer record: group evicts its tree */
+	DFS_JOP_TREE = 8,	/* a = layer record, b = serial, group = first
+				 * inode released: group evicts its tree */
 	DFS_JOP_NEWLAYER = 9,	/* a = new layer record, b = length */
 	DFS_JOP_NEWREC = 10,	/* a = new chain/image/alias record, b = length,
 				 * group = its kind */
@@ -205,7 +206,10 @@ enum dfs_chunk_state {
  * [state:3][owner slot:6][fingerprint:55].  EMPTY slots end a probe;
  * TOMB slots are skipped by lookups and reused by inserts.  CLAIMED and
  * KEYED slots belong to an insert in progress (key not yet / already
- * written); the owner is named so a reaper can clear them.  value and key
+ * written); the owner is named so a reaper can clear them.  In VALID and
+ * TOMB words those 6 bits are instead a reuse tag, advanced by each insert
+ * that reuses the slot, so a VALID word is not repeated when the slot is
+ * removed and refilled with the same key (see hash.c).  value and key
  * are written before the word turns KEYED (release) and read after it is
  * seen KEYED or VALID (acquire). */
 enum dfs_hstate {

@@ -430,7 +430,8 @@ int daxfs_fsck(struct daxfs *fs, int live,
 	check_hash(&f);
 	rc = hash_foreach(fs, DFS_KIND_CONTENT, check_content, &f);
 	if (rc == 0) {
-		qsort(f.refs, f.nrefs, sizeof(*f.refs), refc_cmp);
+		if (f.nrefs)	/* refs is NULL without content records */
+			qsort(f.refs, f.nrefs, sizeof(*f.refs), refc_cmp);
 		hash_foreach(fs, DFS_KIND_LAYER, check_layer, &f);
 		hash_foreach(fs, 0, check_record, &f);
 		check_refcounts(&f);

@@ -12,7 +12,16 @@
  *     an already withdrawn slot, so they cannot form a cycle;
  *  3. publish VALID.
  * The claim and the rescan loads are seq_cst: of two racing inserts, at
- * least one sees the other's claim (store-then-load on both sides). */
+ * least one sees the other's claim (store-then-load on both sides).
+ *
+ * Removal is one CAS VALID -> TOMB from the word under which key and value
+ * were checked.  The owner bits of VALID and TOMB words hold a reuse tag:
+ * a tombstone keeps the tag of the entry it replaced, and an insert that
+ * reuses the slot leaves it VALID (or withdrawn, TOMB) with the next tag.
+ * Without it, a remover that checked an entry, then lost the race to
+ * remove it, could still win its CAS against a new entry of the same key
+ * inserted there by the same host: the word would be bit for bit the old
+ * one. */
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
@@ -178,7 +187,14 @@ static enum scan_verdict rescan(struct daxfs *fs, uint32_t kind,
 	return SCAN_WIN;
 }
 
-static int claim_slot(struct daxfs *fs, uint64_t h, uint64_t *mine)
+/* The tag an insert gives the slot it claimed from word w. */
+static uint64_t next_tag(uint64_t w)
+{
+	return DFS_HWORD_STATE(w) == DFS_H_TOMB ? (DFS_HWORD_SLOT(w) + 1) & 0x3f : 0;
+}
+
+static int claim_slot(struct daxfs *fs, uint64_t h, uint64_t *mine,
+		      uint64_t *tag)
 {
 	uint64_t mask = fs->sb.hash_slots - 1, fp = fp_of(h);
 	uint64_t claimed = DFS_HWORD(DFS_H_CLAIMED, (uint64_t)fs->slot & 0x3f, fp);
@@ -196,6 +212,7 @@ static int claim_slot(struct daxfs *fs, uint64_t h, uint64_t *mine)
 					claimed, memory_order_seq_cst,
 					memory_order_acquire)) {
 				*mine = idx;
+				*tag = next_tag(w);
 				return 0;
 			}
 		}
@@ -247,14 +264,14 @@ static int await_winner(struct daxfs *fs, uint32_t kind, const uint8_t key[32],
 static int insert_once(struct daxfs *fs, uint32_t kind, const uint8_t key[32],
 		       uint64_t value, uint64_t *existing)
 {
-	uint64_t h = key_hash(kind, key), fp = fp_of(h), mine;
+	uint64_t h = key_hash(kind, key), fp = fp_of(h), mine, tag;
 	uint64_t keyed = DFS_HWORD(DFS_H_KEYED, (uint64_t)fs->slot, fp);
 	struct dfs_hslot *s;
 	enum scan_verdict vd;
 
 	if (hash_lookup(fs, kind, key, existing) == 0)
 		return -EEXIST;
-	if (claim_slot(fs, h, &mine) < 0)
+	if (claim_slot(fs, h, &mine, &tag) < 0)
 		return -ENOSPC;
 	failpoint();
 	s = &fs->hash[mine];
@@ -269,13 +286,13 @@ static int insert_once(struct daxfs *fs, uint32_t kind, const uint8_t key[32],
 		uint64_t w = keyed;
 
 		if (atomic_compare_exchange_strong_explicit(&s->word, &w,
-				DFS_HWORD(DFS_H_VALID, (uint64_t)fs->slot, fp),
+				DFS_HWORD(DFS_H_VALID, tag, fp),
 				memory_order_seq_cst, memory_order_relaxed))
 			return 0;
 		return -ESTALE;		/* a reaper cleared our slot */
 	}
 	/* Withdraw: the slot becomes a tombstone, reusable at once. */
-	atomic_store_explicit(&s->word, DFS_HWORD(DFS_H_TOMB, 0, 0),
+	atomic_store_explicit(&s->word, DFS_HWORD(DFS_H_TOMB, tag, 0),
 			      memory_order_seq_cst);
 	if (vd == SCAN_LOSE)
 		return -EEXIST;
@@ -326,8 +343,8 @@ int hash_remove(struct daxfs *fs, uint32_t kind, const uint8_t key[32],
 			continue;
 		failpoint();
 		if (atomic_compare_exchange_strong_explicit(&s->word, &w,
-				DFS_HWORD(DFS_H_TOMB, 0, 0), memory_order_seq_cst,
-				memory_order_relaxed)) {
+				DFS_HWORD(DFS_H_TOMB, DFS_HWORD_SLOT(w), 0),
+				memory_order_seq_cst, memory_order_relaxed)) {
 			atomic_fetch_sub_explicit(&fs->shared->hash_live, 1,
 						  memory_order_relaxed);
 			return 0;

@@ -24,6 +24,30 @@ static void sleep_ms(uint32_t ms)
 		;
 }
 
+/* claim_new_slot writes a slot's uuid just after the CAS that makes the
+ * slot LIVE, while other attachers may already be comparing it: its bytes
+ * are accessed as relaxed atomics.  (Such an attacher may still see the
+ * slot's previous uuid for a moment.) */
+static void uuid_store(struct dfs_host *h, const uint8_t uuid[16])
+{
+	for (int i = 0; i < 16; i++)
+		__atomic_store_n(&h->uuid[i], uuid[i], __ATOMIC_RELAXED);
+}
+
+static void uuid_copy(uint8_t out[16], struct dfs_host *h)
+{
+	for (int i = 0; i < 16; i++)
+		out[i] = __atomic_load_n(&h->uuid[i], __ATOMIC_RELAXED);
+}
+
+static bool uuid_equal(struct dfs_host *h, const uint8_t uuid[16])
+{
+	uint8_t u[16];
+
+	uuid_copy(u, h);
+	return !memcmp(u, uuid, 16);
+}
+
 uint64_t host_beats(struct daxfs *fs, int slot, uint32_t inc)
 {
 	struct dfs_host *h = &fs->hosts[slot];
@@ -90,7 +114,7 @@ int daxfs_hosts_observe(struct daxfs *fs, struct daxfs_host_info *out, int max)
 			w = atomic_load_explicit(&h->owner, memory_order_acquire);
 			memset(i, 0, sizeof(*i));
 			i->slot = (int)s;
-			memcpy(i->uuid, h->uuid, 16);
+			uuid_copy(i->uuid, h);
 			memcpy(i->name, h->name, DFS_NAME_MAX);
 			memcpy(i->version, h->version, DFS_VERSION_MAX);
 			i->incarnation = DFS_OWNER_INC(w);
@@ -130,7 +154,7 @@ static int find_slot(struct daxfs *fs, const uint8_t uuid[16])
 						  memory_order_acquire);
 
 		if (DFS_OWNER_STATE(w) != DFS_HOST_FREE &&
-		    !memcmp(fs->hosts[s].uuid, uuid, 16))
+		    uuid_equal(&fs->hosts[s], uuid))
 			return (int)s;
 	}
 	return -1;
@@ -153,12 +177,68 @@ static int claim_new_slot(struct daxfs *fs, const uint8_t uuid[16],
 			if (atomic_compare_exchange_strong_explicit(&h->owner, &w,
 					DFS_OWNER(*inc, DFS_HOST_LIVE, 0),
 					memory_order_acq_rel, memory_order_acquire)) {
-				memcpy(h->uuid, uuid, 16);
+				uuid_store(h, uuid);
 				return (int)s;
 			}
 		}
 	}
 	return -ENOSPC;
+}
+
+static int claim_proc(struct daxfs *fs, int slot, uint32_t inc, bool daemon);
+static void set_label(char *dst, size_t n, const char *src);
+
+/* Our own previous incarnation (slot s, inc) died.  Reaping it takes a live
+ * identity of our own: a slot whose heartbeat shows we are at it (so no
+ * one takes the reap over) and a journal for the undo bookkeeping (which
+ * whoever takes over settles first).  So we attach, for the time of the
+ * reap, as a host of a spare slot, under a uuid no real host has (version
+ * nibble 0xf), reap as any host would, and retire that slot. */
+static int reap_own(struct daxfs *fs, const uint8_t uuid[16], int s,
+		    uint32_t inc, struct daxfs_err *err)
+{
+	uint8_t tmp[16];
+	char label[DFS_NAME_MAX];
+	uint32_t rinc;
+	int rs, p, rc;
+
+	memcpy(tmp, uuid, 16);
+	tmp[6] = (uint8_t)(tmp[6] | 0xf0);
+	rs = claim_new_slot(fs, tmp, &rinc);
+	if (rs < 0)
+		return daxfs_err_set(err, -EAGAIN,
+				     "host slot %d: its incarnation %u died, and no spare "
+				     "slot is free to reap it from; another attached host "
+				     "must reap it", s, inc);
+	p = claim_proc(fs, rs, rinc, true);
+	snprintf(label, sizeof(label), "reaping slot %d", s);
+	set_label(fs->hosts[rs].name, DFS_NAME_MAX, label);
+	fs->slot = rs;
+	fs->inc = rinc;
+	fs->proc = p;
+	fs->daemon = true;
+	rc = p < 0 ? -EAGAIN : daxfs_heartbeat_start(fs);
+	if (rc == 0) {
+		daxfs_heartbeat(fs);
+		rc = reap_host(fs, s, inc, err);
+	}
+	if (rc == -EAGAIN)
+		daxfs_err_set(err, rc, "host slot %d: its incarnation %u died and "
+			      "another host is reaping it; try again", s, inc);
+	if (p < 0) {
+		uint64_t w = DFS_OWNER(rinc, DFS_HOST_LIVE, 0);
+
+		atomic_compare_exchange_strong_explicit(&fs->hosts[rs].owner, &w,
+				DFS_OWNER(rinc, DFS_HOST_RETIRED, 0),
+				memory_order_acq_rel, memory_order_relaxed);
+	} else {
+		host_detach(fs);
+	}
+	fs->slot = -1;
+	fs->inc = 0;
+	fs->proc = -1;
+	fs->daemon = false;
+	return rc;
 }
 
 /* Claim uuid's slot as a new incarnation (daemon attach). */
@@ -187,8 +267,8 @@ static int claim_slot(struct daxfs *fs, const uint8_t uuid[16], uint32_t *inc,
 		}
 		if (DFS_OWNER_STATE(w) != DFS_HOST_RETIRED) {
 			/* Our own previous incarnation died: reap it first. */
-			rc = reap_host(fs, s, DFS_OWNER_INC(w), err);
-			if (rc < 0 && rc != -EAGAIN)
+			rc = reap_own(fs, uuid, s, DFS_OWNER_INC(w), err);
+			if (rc < 0 && (rc != -EAGAIN || tries == 7))
 				return rc;
 			continue;
 		}
@@ -225,9 +305,10 @@ static int claim_proc(struct daxfs *fs, int slot, uint32_t inc, bool daemon)
 
 static void set_label(char *dst, size_t n, const char *src)
 {
+	size_t len = src ? strnlen(src, n - 1) : 0;
+
 	memset(dst, 0, n);
-	if (src)
-		strncpy(dst, src, n - 1);
+	memcpy(dst, src ? src : "", len);
 }
 
 int daxfs_host_attach(struct daxfs *fs, const struct daxfs_host_opts *o,

@@ -146,6 +146,16 @@ static int undo_entry(struct jctx *victim, struct jctx *mine, struct jview *v)
 				mark(victim, v, DFS_J_UNDONE);
 		}
 		break;
+	case DFS_JOP_REF_DEC:
+		if (e->b == DEFERRED) {
+			/* Announced for a publish that never came: the
+			 * reference goes with its CREATE or REF_INC. */
+			if (jstate(v) == DFS_J_PENDING)
+				mark(victim, v, DFS_J_UNDONE);
+			break;
+		}
+		rc = settle_entry(victim, mine, v, 0, 1, v);
+		break;
 	default:
 		/* Records and retires are not part of the layer: settle. */
 		rc = settle_entry(victim, mine, v, 0, 1, v);
@@ -181,11 +191,14 @@ static int settle_entry(struct jctx *victim, struct jctx *mine,
 		if (e->b == DEFERRED && jstate(v) == DFS_J_PENDING &&
 		    !content_change_applied(victim, v->seq, e->a)) {
 			/* The layer was published: its replaced files still
-			 * owe their decrement. */
-			int rc = content_ref_dec(mine, 0, e->a, 0);
+			 * owe their decrement.  It is made in our journal with
+			 * a pointer back, so if we die, whoever reaps us marks
+			 * this entry and the decrement is not made twice. */
+			int rc = content_ref_dec(mine, 0, e->a,
+						 VICTIM(victim->slot, victim->ctx, v->seq));
 
 			if (rc == 0)
-				mark(victim, v, DFS_J_DONE);
+				mark(victim, v, DFS_J_UNDONE);
 			return rc;
 		}
 		if (!change_applied(victim, v))
@@ -241,7 +254,8 @@ static int roll_forward(struct jctx *victim, struct jctx *mine,
 {
 	struct daxfs *fs = victim->fs;
 	struct dfs_layer *l = layer_get(fs, v[0].e->a);
-	uint32_t from = 0;
+	uint32_t from = v[0].e->group;	/* where this group started */
+	int64_t seq;
 	int rc;
 
 	if (!l || l->serial != v[0].e->b ||
@@ -256,6 +270,11 @@ static int roll_forward(struct jctx *victim, struct jctx *mine,
 		if (rc < 0)
 			return rc;
 	}
+	/* Our releases form a TREE group of our own that starts at from: if
+	 * we die, whoever reaps us continues after the last one we made. */
+	seq = journal_append(mine, DFS_JOP_TREE, v[0].e->a, v[0].e->b, from);
+	if (seq < 0)
+		return (int)seq;
 	mark(victim, &v[0], DFS_J_DONE);
 	return layer_evict_finish(mine, v[0].e->a, from);
 }

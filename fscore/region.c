@@ -36,25 +36,32 @@ int daxfs_parse_size(const char *s, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
+	unsigned shift = 0;
 
+	/* strtoull would take "-1" as 2^64 - 1. */
+	if (strchr(s, '-'))
+		return -EINVAL;
 	errno = 0;
 	v = strtoull(s, &end, 0);
 	if (errno || end == s)
 		return -EINVAL;
 	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
-	case 't': case 'T': v <<= 40; end++; break;
+	case 'k': case 'K': shift = 10; break;
+	case 'm': case 'M': shift = 20; break;
+	case 'g': case 'G': shift = 30; break;
+	case 't': case 'T': shift = 40; break;
 	default: break;
 	}
-	if (*end == 'i' || *end == 'B')
+	/* A unit, then optionally "iB" or "B"; or only "B". */
+	if (shift)
 		end++;
-	if (*end == 'B')
+	if (shift && end[0] == 'i' && end[1] == 'B')
+		end += 2;
+	else if (*end == 'B')
 		end++;
-	if (*end)
+	if (*end || v > (UINT64_MAX >> shift))
 		return -EINVAL;
-	*out = v;
+	*out = (uint64_t)v << shift;
 	return 0;
 }
 
@@ -197,7 +204,8 @@ int super_check(const struct dfs_super *sb, uint64_t avail,
 				     (unsigned long long)sb->magic);
 	if (sb->version != DFS_VERSION || sb->sb_size != sizeof(*sb))
 		return daxfs_err_set(err, -EUCLEAN,
-				     "unsupported format version %u", sb->version);
+				     "unsupported format version %u (superblock of %u bytes)",
+				     sb->version, sb->sb_size);
 	if (size < MIN_REGION || size > avail || size % DFS_BLOCK)
 		return daxfs_err_set(err, -EUCLEAN,
 				     "impossible region size %llu (mapping has %llu)",

@@ -1,0 +1,194 @@
+/* The control API methods of daxfsd: a table of names and handlers. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "ref.h"
+
+static const char *const layer_states[] = {
+	"absent", "unpacking", "ready", "evicting", "failed"
+};
+
+static const char *liveness(enum daxfs_liveness l)
+{
+	switch (l) {
+	case DAXFS_HOST_ALIVE: return "alive";
+	case DAXFS_HOST_SUSPECT: return "attached";
+	case DAXFS_HOST_DEAD: return "dead";
+	case DAXFS_HOST_REAPING: return "reaping";
+	case DAXFS_HOST_GONE: return "detached";
+	default: return "unused";
+	}
+}
+
+static int m_ping(void *ctx, struct api_call *call, json_t *params, json_t **result,
+		  struct daxfs_err *err)
+{
+	struct daemon *d = ctx;
+
+	(void)call;
+	(void)params;
+	(void)err;
+	*result = json_pack("{s:s, s:i, s:i}", "version", daxfs_version(),
+			    "slot", daxfs_host_slot(d->fs),
+			    "incarnation", (int)daxfs_host_incarnation(d->fs));
+	return 0;
+}
+
+static int m_pull(void *ctx, struct api_call *call, json_t *params, json_t **result,
+		  struct daxfs_err *err)
+{
+	const char *ref = json_string_value(json_object_get(params, "ref"));
+	const char *plat = json_string_value(json_object_get(params, "platform"));
+
+	if (!ref)
+		return daxfs_err_set(err, -EINVAL, "pull: no image reference");
+	return pull_image(ctx, ref, plat, call, result, err);
+}
+
+static int one_image(const struct daxfs_image_info *im, void *arg)
+{
+	char md[72], cf[72];
+
+	digest_format(im->manifest, md);
+	digest_format(im->config, cf);
+	json_array_append_new(arg, json_pack("{s:s, s:s, s:s, s:I}", "ref", im->ref,
+					     "manifest", md, "config", cf,
+					     "layers", (json_int_t)im->nlayers));
+	return 0;
+}
+
+static int m_images(void *ctx, struct api_call *call, json_t *params, json_t **result,
+		    struct daxfs_err *err)
+{
+	struct daemon *d = ctx;
+	json_t *a = json_array();
+
+	(void)call;
+	(void)params;
+	(void)err;
+	daxfs_images_foreach(d->fs, one_image, a);
+	*result = json_pack("{s:o}", "images", a);
+	return 0;
+}
+
+static int one_layer(const struct daxfs_layer_info *li, void *arg)
+{
+	char di[72], dg[72];
+	bool has_digest = false;
+
+	for (int i = 0; i < 32; i++)
+		has_digest |= li->digest[i] != 0;
+	digest_format(li->diff_id, di);
+	digest_format(li->digest, dg);
+	json_array_append_new(arg, json_pack("{s:s, s:s?, s:s, s:I, s:I, s:I, s:I, s:i, s:I}",
+		"diff_id", di, "digest", has_digest ? dg : NULL,
+		"state", li->state < 5 ? layer_states[li->state] : "?",
+		"serial", (json_int_t)li->serial, "files", (json_int_t)li->files,
+		"unpacked_bytes", (json_int_t)li->unpacked_bytes,
+		"compressed_bytes", (json_int_t)li->compressed_bytes,
+		"holders", __builtin_popcountll(li->holders),
+		"holder_mask", (json_int_t)li->holders));
+	return 0;
+}
+
+static int m_layers(void *ctx, struct api_call *call, json_t *params, json_t **result,
+		    struct daxfs_err *err)
+{
+	struct daemon *d = ctx;
+	json_t *a = json_array();
+
+	(void)call;
+	(void)params;
+	(void)err;
+	daxfs_layers_foreach(d->fs, one_layer, a);
+	*result = json_pack("{s:o}", "layers", a);
+	return 0;
+}
+
+static int m_rm(void *ctx, struct api_call *call, json_t *params, json_t **result,
+		struct daxfs_err *err)
+{
+	struct daemon *d = ctx;
+	const char *s = json_string_value(json_object_get(params, "ref"));
+	struct image_ref r;
+	char norm[1024];
+	int rc;
+
+	(void)call;
+	if (!s)
+		return daxfs_err_set(err, -EINVAL, "rm: no image reference");
+	rc = ref_parse(s, &r, err);
+	if (rc < 0)
+		return rc;
+	ref_format(&r, norm, sizeof(norm));
+	rc = daxfs_image_remove(d->fs, norm, err);
+	if (rc == 0)
+		*result = json_pack("{s:s}", "removed", norm);
+	return rc;
+}
+
+static int m_df(void *ctx, struct api_call *call, json_t *params, json_t **result,
+		struct daxfs_err *err)
+{
+	struct daemon *d = ctx;
+	struct daxfs_usage u;
+
+	(void)call;
+	(void)params;
+	(void)err;
+	daxfs_usage(d->fs, &u);
+	*result = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		"region_bytes", (json_int_t)u.region_size,
+		"data_bytes", (json_int_t)u.data_total, "data_used", (json_int_t)u.data_used,
+		"meta_bytes", (json_int_t)u.meta_total, "meta_used", (json_int_t)u.meta_used,
+		"contents", (json_int_t)u.contents, "content_bytes", (json_int_t)u.content_bytes,
+		"referenced_bytes", (json_int_t)u.referenced_bytes,
+		"layers_ready", (json_int_t)u.layers_ready);
+	json_object_set_new(*result, "saved_bytes", json_integer(
+		(json_int_t)(u.referenced_bytes > u.content_bytes ?
+			     u.referenced_bytes - u.content_bytes : 0)));
+	return 0;
+}
+
+static int m_hosts(void *ctx, struct api_call *call, json_t *params, json_t **result,
+		   struct daxfs_err *err)
+{
+	struct daemon *d = ctx;
+	struct daxfs_host_info h[64];
+	json_t *a = json_array();
+	int n = daxfs_hosts_observe(d->fs, h, 64);
+
+	(void)call;
+	(void)params;
+	(void)err;
+	for (int i = 0; i < n && i < 64; i++) {
+		char u[40];
+
+		snprintf(u, sizeof(u),
+			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 h[i].uuid[0], h[i].uuid[1], h[i].uuid[2], h[i].uuid[3], h[i].uuid[4],
+			 h[i].uuid[5], h[i].uuid[6], h[i].uuid[7], h[i].uuid[8], h[i].uuid[9],
+			 h[i].uuid[10], h[i].uuid[11], h[i].uuid[12], h[i].uuid[13],
+			 h[i].uuid[14], h[i].uuid[15]);
+		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:i, s:s, s:i, s:s, s:b}",
+			"slot", h[i].slot, "name", h[i].name, "uuid", u,
+			"incarnation", (int)h[i].incarnation, "liveness", liveness(h[i].liveness),
+			"processes", h[i].nprocs, "version", h[i].version,
+			"self", h[i].slot == daxfs_host_slot(d->fs)));
+	}
+	*result = json_pack("{s:o}", "hosts", a);
+	return 0;
+}
+
+const struct api_method daemon_methods[] = {
+	{ "ping", m_ping },
+	{ "pull", m_pull },
+	{ "images", m_images },
+	{ "layers", m_layers },
+	{ "rm", m_rm },
+	{ "df", m_df },
+	{ "hosts", m_hosts },
+	{ NULL, NULL },
+};

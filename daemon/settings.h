@@ -1,0 +1,35 @@
+/* daxfsd configuration: flags and a JSON file (jansson). */
+#ifndef DAXFSD_SETTINGS_H
+#define DAXFSD_SETTINGS_H
+
+#include <stdint.h>
+
+#include "daxfs.h"
+
+#define SETTINGS_MAX_LIST 16
+
+struct settings {
+	char region[4096];
+	char host_name[65];
+	char root[4096];
+	char address[4096];
+	char log_level[16];
+	char platform[100];		/* "" = this host's */
+	char docker_config[4096];	/* "" = $HOME/.docker/config.json */
+	char *insecure[SETTINGS_MAX_LIST];
+	int ninsecure;
+	char *mirrors[SETTINGS_MAX_LIST];	/* "docker.io=http://host:port" */
+	int nmirrors;
+	uint32_t pull_concurrency;
+	uint32_t lease_ms, grace_ms;
+	uint32_t connect_timeout_ms, stall_timeout_ms, retries, backoff_ms;
+};
+
+/* Defaults, then the config file (--config, default
+ * /etc/daxfs/config.json; a missing default file is fine), then flags,
+ * which win.  -EINVAL with a message for unknown keys or flags. */
+int settings_load(int argc, char **argv, struct settings *c, struct daxfs_err *err);
+void settings_free(struct settings *c);
+void settings_usage(void);
+
+#endif
