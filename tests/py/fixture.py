@@ -123,16 +123,21 @@ class Layout:
             f.write(data)
         return 'sha256:' + d
 
-    def image(self, tag, layers, arch='amd64', os_='linux', variant=None):
+    def image(self, tag, layers, arch='amd64', os_='linux', variant=None,
+              media_type=None, wrong_diff_id=False):
         """layers: list of (tar bytes, compression).  Returns the
-        manifest descriptor and a list of (digest, diff_id, tar)."""
+        manifest descriptor and a list of (digest, diff_id, tar).
+        media_type overrides the layers' media type and wrong_diff_id
+        makes the config lie about the last layer (fault images)."""
         descs, diff_ids, info = [], [], []
         for raw, how in layers:
             blob, mt = compress(raw, how)
             dg = self.blob(blob)
-            descs.append({'mediaType': mt, 'digest': dg, 'size': len(blob)})
+            descs.append({'mediaType': media_type or mt, 'digest': dg, 'size': len(blob)})
             diff_ids.append('sha256:' + sha(raw))
             info.append((dg, diff_ids[-1], raw))
+        if wrong_diff_id:
+            diff_ids[-1] = 'sha256:' + sha(b'not this layer')
         plat = {'architecture': arch, 'os': os_}
         if variant:
             plat['variant'] = variant

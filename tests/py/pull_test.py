@@ -67,6 +67,19 @@ def build_app(path):
     extra = fixture.tar_bytes([('app/v2', 'f', b'version two\n', 0o644, {})])
     lay.image('1', [(base, 'gzip'), (rich, 'gzip'), (empty, 'gzip'), (ztar, 'zstd')])
     lay.image('2', [(base, 'gzip'), (rich, 'gzip'), (extra, 'gzip')])
+    fresh = [fixture.tar_bytes([('fresh/%d/%d' % (k, j), 'f', os.urandom(0) +
+                                 (b'%d-%d ' % (k, j)) * 5000, 0o644, {}) for j in range(20)])
+             for k in range(3)]
+    lay.image('3', [(t, 'gzip') for t in fresh])
+    bad = fixture.tar_bytes([('bad', 'f', b'diff id lies', 0o644, {})])
+    lay.image('baddiff', [(base, 'gzip'), (bad, 'gzip')], wrong_diff_id=True)
+    odd = fixture.tar_bytes([('odd', 'f', b'odd media type', 0o644, {})])
+    lay.image('badtype', [(odd, 'gzip')], media_type='application/vnd.example.unknown')
+    for tag in ('flaky', 'corrupt', 'cut', 'slow'):
+        import random
+        noise = random.Random(tag).randbytes(1 << 20)	# does not compress
+        t = fixture.tar_bytes([('%s/blob' % tag, 'f', noise, 0o644, {})])
+        lay.image(tag, [(t, 'gzip')])
     for arch, var in (('amd64', None), ('arm64', 'v8')):
         t = fixture.tar_bytes([('arch', 'f', arch.encode(), 0o644, {})])
         lay.image(arch, [(base, 'gzip'), (t, 'gzip')], arch=arch, variant=var)
@@ -121,6 +134,100 @@ def layer_ok(path, diff_hex, tarpath):
     return layertar.compare(layertar.expected_tree(tarpath), layertar.parse_dump(d.stdout))
 
 
+class Proxy:
+    """tests/py/regfault.py in front of the registry."""
+
+    def __init__(self, reg):
+        self.dir = os.path.join(TMP, 'proxy')
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = subprocess.Popen(['python3', os.path.join(os.path.dirname(__file__),
+                                      'regfault.py'), 'serve', '--upstream', reg.addr,
+                                      '--state', self.dir],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ports = os.path.join(self.dir, 'ports')
+        for _ in range(200):
+            if os.path.exists(ports):
+                break
+            time.sleep(0.05)
+        self.port = int(open(ports).read().split()[0])
+        self.addr = '127.0.0.1:%d' % self.port
+
+    def ctl(self, what, body=b''):
+        import urllib.request
+        req = urllib.request.Request('http://%s/_ctl/%s' % (self.addr, what), data=body,
+                                     method='POST')
+        return urllib.request.urlopen(req, timeout=10).read().decode()
+
+    def rules(self, rules):
+        self.ctl('rules', json.dumps(rules).encode())
+
+    def requests_for(self, digest):
+        return [line for line in self.ctl('log').splitlines() if digest in line]
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def layer_state(d, digest):
+    for l in json.loads(ctl('layers', '--json', address=d.sock).stdout)['layers']:
+        if l.get('digest') == digest:
+            return l['state']
+    return None
+
+
+def faults_via_proxy(reg, mans, a, b, daemons):
+    """Registry faults on the way, and a host that dies mid-unpack."""
+    px = Proxy(reg)
+    try:
+        dg = mans['flaky']['layers'][0]['digest']
+        px.rules([{'mode': 'status', 'status': 500, 'match': dg, 'count': 2}])
+        r = ctl('pull', px.addr + '/test/app:flaky', address=a.sock)
+        case('registry_500s_retried', r.returncode == 0 and len(px.requests_for(dg)) == 3,
+             (r.stderr, px.requests_for(dg)))
+        dg = mans['cut']['layers'][0]['digest']
+        px.rules([{'mode': 'cut', 'match': dg}])
+        r = ctl('pull', px.addr + '/test/app:cut', address=a.sock)
+        reqs = px.requests_for(dg)
+        case('truncated_blob_resumed', r.returncode == 0 and len(reqs) == 2 and
+             'range=bytes=' in reqs[1], (r.stderr, reqs))
+        dg = mans['corrupt']['layers'][0]['digest']
+        px.rules([{'mode': 'corrupt', 'match': dg, 'count': -1}])
+        r = ctl('pull', px.addr + '/test/app:corrupt', address=a.sock)
+        case('corrupt_blob_refused', r.returncode != 0 and 'digest mismatch' in r.stderr and
+             layer_state(a, dg) is None, (r.stderr, layer_state(a, dg)))
+
+        # Host A stalls mid-layer and is killed; host B waits, then takes over.
+        dg = mans['slow']['layers'][0]['digest']
+        px.rules([{'mode': 'stall', 'match': dg, 'secs': 60, 'bytes': 300000}])
+        ta = subprocess.Popen([BUILD + '/daxfsctl', 'pull', '--address', a.sock,
+                               px.addr + '/test/app:slow'], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        raw_state = None
+        for _ in range(200):
+            raw_state = subprocess.run([BUILD + '/daxfsctl', 'layers', '--json', '--address',
+                                        b.sock], capture_output=True, text=True).stdout
+            if '"unpacking"' in raw_state:
+                break
+            time.sleep(0.05)
+        a.proc.kill()
+        a.proc.wait()
+        ta.kill()
+        ta.wait()
+        t0 = time.time()
+        r = ctl('pull', reg.addr + '/test/app:slow', address=b.sock)
+        case('takeover_after_claimant_dies', r.returncode == 0 and
+             'waiting for host host-a' in r.stdout and layer_state(b, dg) == 'ready',
+             (raw_state, r.stdout, r.stderr))
+        print('info: takeover of a layer from a killed host took %.2f s (lease 1 s)'
+              % (time.time() - t0))
+        daemons[0] = Daemon('host-a')	# back as a new incarnation
+        r = ctl('fsck', REGION)
+        case('fsck_clean_after_takeover', r.returncode == 0, r.stdout + r.stderr)
+    finally:
+        px.stop()
+
+
 def main():
     lay = layout()
     with open(CONFIG, 'w') as f:
@@ -128,7 +235,8 @@ def main():
     reg = fixture.Registry(TMP)
     daemons = []
     try:
-        for tag in ('1', '2', 'amd64', 'arm64'):
+        for tag in ('1', '2', '3', 'baddiff', 'badtype', 'flaky', 'corrupt', 'cut', 'slow',
+                    'amd64', 'arm64'):
             fixture.push(lay, tag, reg, 'test/app')
         mans = manifests(lay)
         index = {'schemaVersion': 2, 'mediaType': 'application/vnd.oci.image.index.v1+json',
@@ -200,6 +308,36 @@ def main():
              out['a'].stdout + out['a'].stderr + out['b'].stdout + out['b'].stderr)
         case('concurrent_new_layer_fetched_once', sum(new in g for g in gets) == 1,
              [g for g in gets if new in g])
+
+        # Both hosts pull an image none of whose layers is in the region.
+        before = len(reg.blob_gets())
+        ts = [threading.Thread(target=lambda d=d, k=k: out.__setitem__(
+            k, ctl('pull', reg.addr + '/test/app:3', address=d.sock)))
+            for d, k in ((a, 'a3'), (b, 'b3'))]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        gets = reg.blob_gets()[before:]
+        counts = [sum(l['digest'] in g for g in gets) for l in mans['3']['layers']]
+        case('concurrent_all_new_each_layer_once', out['a3'].returncode == 0 and
+             out['b3'].returncode == 0 and counts == [1, 1, 1],
+             (counts, out['a3'].stderr, out['b3'].stderr))
+
+        # Faults: clear error, nothing READY left behind.
+        n_ready = sum(l['state'] == 'ready' for l in
+                      json.loads(ctl('layers', '--json', address=a.sock).stdout)['layers'])
+        r = ctl('pull', reg.addr + '/test/app:baddiff', address=a.sock)
+        case('diff_id_mismatch_error', r.returncode != 0 and 'diff_id mismatch' in r.stderr,
+             r.stderr)
+        r = ctl('pull', reg.addr + '/test/app:badtype', address=a.sock)
+        case('unknown_media_type_error', r.returncode != 0 and
+             'application/vnd.example.unknown' in r.stderr, r.stderr)
+        lays = json.loads(ctl('layers', '--json', address=a.sock).stdout)['layers']
+        # baddiff's first layer is shared with app:1; nothing new became READY.
+        case('faults_leave_nothing_ready', sum(l['state'] == 'ready' for l in lays) == n_ready,
+             lays)
+
+        faults_via_proxy(reg, mans, a, b, daemons)
+        a = daemons[0]
 
         # Platform selection from an index.
         r = ctl('pull', reg.addr + '/test/app:multi', address=a.sock)

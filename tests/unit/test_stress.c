@@ -1254,10 +1254,16 @@ static int layer_worker(struct wk *w)
 			int o = (w->id + 1 + (int)(rnd(w) % (NW - 1))) % NW;
 			unsigned q = pick_ready(w, sh->lbk[o], r + 1);
 
-			if (k == 2 && r > 0 &&
-			    (own_ready(sh, w->id, r) > 5 || rnd(w) % 2 == 0) &&
-			    evict_some(w, r) < 0)
-				return -1;
+			/* Up to two evictions a round keep about six of our
+			 * layers READY, however long the run. */
+			if (k == 2 && r > 0) {
+				unsigned n = own_ready(sh, w->id, r) > 5 ? 2 :
+					     (unsigned)(rnd(w) % 2);
+
+				while (n--)
+					if (evict_some(w, r) < 0)
+						return -1;
+			}
 			if (k == 3) {
 				/* Nobody evicts contested layers here. */
 				q = pick_ready(w, sh->cbk, r + 1);

@@ -312,7 +312,7 @@ static inline int tu_verify_spec(struct daxfs *fs, const struct tu_spec *s,
 			if (tu_check_data(l, ino, d->seed, d->size, why, wn) < 0) {
 				char tmp[256];
 
-				snprintf(tmp, sizeof(tmp), "%s", why);
+				snprintf(tmp, sizeof(tmp), "%.200s", why);
 				snprintf(why, wn, "%s: %s: %.200s", s->name, t->path, tmp);
 				break;
 			}
