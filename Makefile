@@ -10,7 +10,7 @@
 DEPS_PKGS := build-essential clang pkg-config libssl-dev libdaxctl-dev \
 	libndctl-dev libarchive-dev libclang-rt-14-dev python3 e2fsprogs \
 	util-linux libcurl4-openssl-dev libjansson-dev libzstd-dev zstd \
-	docker-registry umoci skopeo busybox-static
+	docker-registry umoci skopeo busybox-static libfuse3-dev fuse3
 
 # make's built-in default for CC is "cc"; only that default is replaced,
 # anything from the command line or environment is kept.
@@ -34,7 +34,7 @@ endif
 
 CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -O2 -g -pthread \
 	-MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
-CPPFLAGS := -Ifscore -Idaemon
+CPPFLAGS := -Ifscore -Idaemon -I/usr/include/fuse3
 LDFLAGS := -pthread $(SANFLAGS) $(EXTRA_LDFLAGS)
 LIBS := -lcrypto -ldaxctl -lpthread
 DAEMON_LIBS := -larchive -lcurl -ljansson
@@ -47,11 +47,14 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o)
 LIB := $(O)/libdaxfs.a
 
 # daemon/: everything but main.c forms libdaxfsd.a, which the tests link.
-DAEMON_SRCS := $(filter-out daemon/main.c,$(sort $(wildcard daemon/*.c)))
+DAEMON_SRCS := $(filter-out daemon/main.c daemon/view%.c,$(sort $(wildcard daemon/*.c)))
 DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(O)/obj/%.o)
 DLIB := $(if $(DAEMON_SRCS),$(O)/libdaxfsd.a)
 DMAIN_OBJS := $(if $(wildcard daemon/main.c),$(O)/obj/daemon/main.o)
 DAEMON := $(if $(DMAIN_OBJS),$(O)/daxfsd)
+# daemon/view*.c: the FUSE view process, daxfs-view (libfuse3).
+VIEW_OBJS := $(patsubst %.c,$(O)/obj/%.o,$(wildcard daemon/view*.c))
+VIEW := $(if $(VIEW_OBJS),$(O)/daxfs-view)
 
 CLI_SRCS := $(sort $(wildcard cli/*.c))
 CLI_OBJS := $(CLI_SRCS:%.c=$(O)/obj/%.o)
@@ -61,7 +64,8 @@ TEST_SRCS := $(sort $(wildcard tests/unit/test_*.c tests/unit/helper_*.c))
 TEST_OBJS := $(TEST_SRCS:%.c=$(O)/obj/%.o)
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(O)/tests/%)
 
-ALL_OBJS := $(LIB_OBJS) $(CLI_OBJS) $(TEST_OBJS) $(DAEMON_OBJS) $(DMAIN_OBJS)
+ALL_OBJS := $(LIB_OBJS) $(CLI_OBJS) $(TEST_OBJS) $(DAEMON_OBJS) $(DMAIN_OBJS) \
+	$(VIEW_OBJS)
 
 # Stamp files: rebuild when the compiler/flags change, and rebuild the
 # archive when the set of library sources changes (so deleted files drop
@@ -80,7 +84,7 @@ MAKEFLAGS += --no-builtin-rules
 
 all: lib cli daemon tests
 
-daemon: $(DLIB) $(DAEMON)
+daemon: $(DLIB) $(DAEMON) $(VIEW)
 
 lib: $(LIB)
 
@@ -109,7 +113,7 @@ $(MEMBERS_STAMP): FORCE
 
 # Static pattern rules: objects are explicit targets, so make never deletes
 # them as intermediates.
-$(LIB_OBJS) $(CLI_OBJS) $(DAEMON_OBJS) $(DMAIN_OBJS): $(O)/obj/%.o: %.c $(CONFIG_STAMP)
+$(LIB_OBJS) $(CLI_OBJS) $(DAEMON_OBJS) $(DMAIN_OBJS) $(VIEW_OBJS): $(O)/obj/%.o: %.c $(CONFIG_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
@@ -132,6 +136,9 @@ $(O)/daxfsctl: $(CLI_OBJS) $(LIB)
 
 $(O)/daxfsd: $(DMAIN_OBJS) $(DLIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $(DMAIN_OBJS) $(DLIB) $(LIB) $(DAEMON_LIBS) $(LIBS)
+
+$(O)/daxfs-view: $(VIEW_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(VIEW_OBJS) $(LIB) -lfuse3 $(LIBS)
 
 $(TEST_BINS): $(O)/tests/%: $(O)/obj/tests/unit/%.o $(DLIB) $(LIB)
 	@mkdir -p $(@D)

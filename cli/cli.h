@@ -11,6 +11,7 @@ struct cli_cmd {
 
 extern const struct cli_cmd region_cmds[];
 extern const struct cli_cmd daemon_cmds[];
+extern const struct cli_cmd mount_cmds[];
 
 /* Print "daxfsctl: msg" once, on stderr. */
 __attribute__((format(printf, 1, 2)))

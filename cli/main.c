@@ -17,7 +17,7 @@ void cli_error(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-static const struct cli_cmd *const groups[] = { region_cmds, daemon_cmds, NULL };
+static const struct cli_cmd *const groups[] = { region_cmds, daemon_cmds, mount_cmds, NULL };
 
 const struct cli_cmd *cli_find(const char *name)
 {

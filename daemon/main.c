@@ -15,6 +15,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "supervise.h"
 
 static struct api_server *server;
 static struct daemon D;
@@ -169,6 +170,11 @@ static int run(struct settings *c, struct daxfs_err *err)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	if (!strcmp(c->view, "managed")) {
+		rc = supervise_start(c, err);
+		if (rc < 0)
+			goto out_api;
+	}
 	pthread_create(&sigt, NULL, signal_main, &set);
 	pthread_create(&reapt, NULL, reaper_main, NULL);
 	log_info("host %s attached to %s as slot %d, incarnation %u; listening on %s",
@@ -179,6 +185,8 @@ static int run(struct settings *c, struct daxfs_err *err)
 	pthread_cancel(sigt);
 	pthread_join(sigt, NULL);
 	pthread_join(reapt, NULL);
+	supervise_stop();	/* the view itself keeps running */
+out_api:
 	api_close(server);
 	log_info("detached; bye");
 out:

@@ -1,10 +1,12 @@
 /* The control API methods of daxfsd: a table of names and handlers. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "daemon.h"
 #include "ref.h"
+#include "supervise.h"
 
 static const char *const layer_states[] = {
 	"absent", "unpacking", "ready", "evicting", "failed"
@@ -182,7 +184,55 @@ static int m_hosts(void *ctx, struct api_call *call, json_t *params, json_t **re
 	return 0;
 }
 
+/* The view's short ids of an image's layers, top first, for mounting. */
+static int m_image_layers(void *ctx, struct api_call *call, json_t *params,
+			  json_t **result, struct daxfs_err *err)
+{
+	struct daemon *d = ctx;
+	const char *s = json_string_value(json_object_get(params, "ref"));
+	struct daxfs_image_info im;
+	struct daxfs_chain_info ci;
+	struct image_ref r;
+	uint8_t chain[32];
+	char norm[1024], mnt[4200];
+	json_t *ids;
+	int rc;
+
+	(void)call;
+	if (!s)
+		return daxfs_err_set(err, -EINVAL, "no image reference");
+	rc = ref_parse(s, &r, err);
+	if (rc < 0)
+		return rc;
+	ref_format(&r, norm, sizeof(norm));
+	if (daxfs_image_get(d->fs, norm, &im) < 0)
+		return daxfs_err_set(err, -ENOENT, "image %s is not in the region; pull it first",
+				     norm);
+	ids = json_array();
+	memcpy(chain, im.top_chain, 32);
+	for (uint64_t i = 0; i < im.nlayers; i++) {
+		struct daxfs_layer_info li;
+		char id[16], dg[72];
+
+		if (daxfs_chain_get(d->fs, chain, &ci) < 0 ||
+		    daxfs_layer_info(d->fs, ci.diff_id, &li, NULL) < 0 || li.state != 2) {
+			digest_format(chain, dg);
+			json_decref(ids);
+			return daxfs_err_set(err, -ENOENT,
+					     "layer %" PRIu64 " (chain %s) of %s is not in the region; pull it again",
+					     im.nlayers - i, dg, norm);
+		}
+		daxfs_short_id(li.serial, id);
+		json_array_append_new(ids, json_string(id));
+		memcpy(chain, ci.parent, 32);
+	}
+	view_mountpoint(d->cfg, mnt, sizeof(mnt));
+	*result = json_pack("{s:s, s:s, s:o}", "ref", norm, "view", mnt, "layers", ids);
+	return 0;
+}
+
 const struct api_method daemon_methods[] = {
+	{ "image_layers", m_image_layers },
 	{ "ping", m_ping },
 	{ "pull", m_pull },
 	{ "images", m_images },

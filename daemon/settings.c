@@ -34,6 +34,9 @@ static const struct setting table[] = {
 	S("log-level", log_level, "error|warn|info|debug (default info)"),
 	S("platform", platform, "OS/ARCH[/VARIANT]  default platform to pull"),
 	S("docker-config", docker_config, "FILE  registry credentials (default ~/.docker/config.json)"),
+	S("view", view, "managed|external  start and watch daxfs-view, or leave it to its own unit"),
+	S("view-mountpoint", view_mountpoint, "DIR  where the view serves (default ROOT/mnt)"),
+	S("view-binary", view_binary, "FILE  the daxfs-view program (default: beside daxfsd)"),
 	L("insecure-registry", insecure, ninsecure, "HOST[:PORT]  allow plain http (repeatable)"),
 	L("registry-mirror", mirrors, nmirrors, "DOMAIN=URL  try URL first for DOMAIN (repeatable)"),
 	U("pull-concurrency", pull_concurrency, "N  layers fetched in parallel (default 3)"),
@@ -167,6 +170,7 @@ static void defaults(struct settings *c)
 	strcpy(c->root, "/var/lib/daxfs");
 	strcpy(c->address, "/run/daxfs/daxfsd.sock");
 	strcpy(c->log_level, "info");
+	strcpy(c->view, "managed");
 	gethostname(c->host_name, sizeof(c->host_name) - 1);
 	c->pull_concurrency = 3;
 }
@@ -211,6 +215,8 @@ int settings_load(int argc, char **argv, struct settings *c, struct daxfs_err *e
 		return daxfs_err_set(err, -EINVAL, "unexpected argument '%s'", argv[optind]);
 	if (!c->region[0])
 		return daxfs_err_set(err, -EINVAL, "no region given (--region or \"region\" in the config)");
+	if (strcmp(c->view, "managed") && strcmp(c->view, "external"))
+		return daxfs_err_set(err, -EINVAL, "view must be \"managed\" or \"external\"");
 	if (!c->pull_concurrency || c->pull_concurrency > 32)
 		return daxfs_err_set(err, -EINVAL, "pull-concurrency must be 1..32");
 	return 0;

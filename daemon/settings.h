@@ -16,6 +16,9 @@ struct settings {
 	char log_level[16];
 	char platform[100];		/* "" = this host's */
 	char docker_config[4096];	/* "" = $HOME/.docker/config.json */
+	char view[16];			/* "managed" (default) or "external" */
+	char view_mountpoint[4096];	/* "" = ROOT/mnt */
+	char view_binary[4096];		/* "" = daxfs-view beside daxfsd */
 	char *insecure[SETTINGS_MAX_LIST];
 	int ninsecure;
 	char *mirrors[SETTINGS_MAX_LIST];	/* "docker.io=http://host:port" */

@@ -505,7 +505,10 @@ int daxfs_builder_add(struct daxfs_layer_builder *b,
 			rc = content_begin(&b->j, b->group, e->size, &b->w);
 			if (rc < 0) {
 				rc = daxfs_err_set(err, rc, "entry '%s': %s", e->path,
-						   rc == -ENOSPC ? "region full" : strerror(-rc));
+						   rc == -ENOSPC ? "region full" :
+						   rc == -ENOBUFS ? "the layer has more files than "
+						   "the region's intent journal holds; make the region "
+						   "with a larger --journal-entries" : strerror(-rc));
 				goto out;
 			}
 			b->writing = true;
@@ -707,7 +710,7 @@ static int tree_write(struct daxfs_layer_builder *b, uint64_t *off_out,
 	memset(t.buf, 0, t.len);
 	seq = journal_append(&b->j, DFS_JOP_ALLOC_META, off, t.len, b->group);
 	if (seq < 0) {
-		rc = daxfs_err_set(err, (int)seq, "journal full");
+		rc = daxfs_err_set(err, (int)seq, "intent journal full");
 		goto out;
 	}
 	failpoint();
@@ -756,7 +759,7 @@ static int defer_dropped(struct daxfs_layer_builder *b, struct daxfs_err *err)
 			return -ENOMEM;
 		rc = content_ref_defer(&b->j, b->group, n->content, &seq);
 		if (rc < 0)
-			return daxfs_err_set(err, rc, "journal full");
+			return daxfs_err_set(err, rc, "intent journal full");
 		b->deferred[b->ndeferred].seq = seq;
 		b->deferred[b->ndeferred++].rec = n->content;
 		n->content = 0;
@@ -934,7 +937,7 @@ int daxfs_layer_build(struct daxfs *fs, const uint8_t diff_id[32],
 	b->group = (uint32_t)b->serial;
 	seq = journal_append(&b->j, DFS_JOP_BEGIN, b->rec, b->serial, b->group);
 	if (seq < 0) {
-		rc = daxfs_err_set(err, (int)seq, "journal full");
+		rc = daxfs_err_set(err, (int)seq, "intent journal full");
 		goto fail;
 	}
 	failpoint();

@@ -340,6 +340,12 @@ int daxfs_fsck(struct daxfs *fs, int live,
  * sites passed so far is returned by daxfs_failpoint_count(). */
 uint64_t daxfs_failpoint_count(void);
 
+/* A layer's short id: its serial in base 36 (8 characters or fewer below
+ * 2.8e12 layers), the name of its directory in the FUSE view, so an
+ * image of 128 layers fits the kernel's 4096-byte mount option limit. */
+void daxfs_short_id(uint64_t serial, char out[16]);
+int daxfs_parse_short_id(const char *s, uint64_t *serial);
+
 const char *daxfs_version(void);
 
 #endif

@@ -90,7 +90,7 @@ int daxfs_layer_evict(struct daxfs *fs, const uint8_t diff_id[32],
 	}
 	seq = journal_append(&j, DFS_JOP_TREE, rec, l->serial, 0);
 	if (seq < 0) {
-		rc = daxfs_err_set(err, (int)seq, "journal full");
+		rc = daxfs_err_set(err, (int)seq, "intent journal full");
 		goto out;
 	}
 	failpoint();

@@ -326,7 +326,8 @@ static void check_hash(struct fsck *f)
 			continue;
 		}
 		if (st == DFS_H_CLAIMED || st == DFS_H_KEYED) {
-			if (!f->live || !f->busy[DFS_HWORD_SLOT(w)])
+			if (!f->live || DFS_HWORD_SLOT(w) >= DFS_MAX_HOSTS ||
+			    !f->busy[DFS_HWORD_SLOT(w)])
 				problem(f, "hash slot %llu: unfinished insert of host slot %u",
 					(unsigned long long)i, DFS_HWORD_SLOT(w));
 			continue;

@@ -46,7 +46,7 @@ int64_t journal_append(struct jctx *j, uint32_t op, uint64_t a, uint64_t b,
 	if (head == 0)
 		head = 1;
 	if (head - tail >= j->mask)
-		return -ENOSPC;
+		return -ENOBUFS;	/* distinct from a full area */
 	e = &j->ring[head & j->mask];
 	e->op = op;
 	e->a = a;

@@ -15,7 +15,8 @@ struct jctx {
 void journal_bind(struct daxfs *fs, int slot, int ctx, struct jctx *j);
 struct dfs_jentry *journal_entry(struct daxfs *fs, int slot, int ctx,
 				 uint64_t seq);
-/* Append a PENDING entry; returns its seq (> 0) or -ENOSPC. */
+/* Append a PENDING entry; returns its seq (> 0) or -ENOBUFS when the
+ * ring is full. */
 int64_t journal_append(struct jctx *j, uint32_t op, uint64_t a, uint64_t b,
 		       uint32_t group);
 void journal_set(struct jctx *j, uint64_t seq, enum dfs_jstate st);

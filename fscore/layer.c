@@ -84,7 +84,7 @@ int layer_record(struct jctx *j, const uint8_t diff_id[32], uint64_t *rec,
 	memcpy(l->diff_id, diff_id, 32);
 	seq = journal_append(j, DFS_JOP_NEWLAYER, off, len, 0);
 	if (seq < 0)
-		return daxfs_err_set(err, (int)seq, "journal full");
+		return daxfs_err_set(err, (int)seq, "intent journal full");
 	failpoint();
 	alloc_mark(fs, AREA_META, off, len);
 	cache_flush(l, len);

@@ -101,7 +101,7 @@ static int record_insert(struct jctx *j, uint32_t kind, const void *tmpl,
 	memcpy(reg_ptr(fs, off, len), tmpl, len);
 	seq = journal_append(j, DFS_JOP_NEWREC, off, len, kind);
 	if (seq < 0)
-		return daxfs_err_set(err, (int)seq, "journal full");
+		return daxfs_err_set(err, (int)seq, "intent journal full");
 	failpoint();
 	alloc_mark(fs, AREA_META, off, len);
 	rc = hash_insert(fs, kind, key, off, &other);

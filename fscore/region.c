@@ -17,7 +17,6 @@
 #include "region.h"
 
 #define MIN_REGION (16ULL << 20)
-#define DEF_JOURNAL 16384u
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 	       "the region format is little-endian; big-endian hosts need byte swapping");
@@ -116,10 +115,18 @@ static int geometry(struct dfs_super *sb, const struct daxfs_mkfs_opts *o,
 		return daxfs_err_set(err, -EINVAL,
 				     "--max-hosts %u: at most %u fit in a layer's holder bits",
 				     sb->max_hosts, DFS_MAX_HOSTS);
-	sb->journal_entries = o->journal_entries ? o->journal_entries
-						 : DEF_JOURNAL;
-	if (!o->journal_entries && sb->region_size < (1ULL << 30))
-		sb->journal_entries = 4096;
+	sb->journal_entries = o->journal_entries;
+	if (!sb->journal_entries) {
+		/* A layer being built holds about one entry per file until
+		 * it is published: give the journals ~3% of the region,
+		 * between 1024 and 256Ki entries per writer context. */
+		uint64_t per = sb->region_size /
+			       ((uint64_t)sb->max_hosts * DFS_CTX_PER_HOST * 32 * 32);
+
+		sb->journal_entries = 1024;
+		while (sb->journal_entries < per && sb->journal_entries < (1u << 18))
+			sb->journal_entries <<= 1;
+	}
 	if (!is_pow2(sb->journal_entries) || sb->journal_entries < 64)
 		return daxfs_err_set(err, -EINVAL,
 				     "journal entries must be a power of two >= 64");
@@ -222,8 +229,7 @@ int super_check(const struct dfs_super *sb, uint64_t avail,
 	    sb->journals_off > size || jbytes > size - sb->journals_off ||
 	    sb->hash_off < sb->journals_off + jbytes || sb->hash_off > size ||
 	    sb->hash_slots * sizeof(struct dfs_hslot) > size - sb->hash_off ||
-	    sb->meta.chunk_table < sb->hash_off + sb->hash_slots * sizeof(struct dfs_hslot) ||
-	    sb->data.chunk_table < sb->meta.base + (sb->meta.nchunks << sb->meta.chunk_shift))
+	    sb->meta.chunk_table < sb->hash_off + sb->hash_slots * sizeof(struct dfs_hslot))
 		return daxfs_err_set(err, -EUCLEAN, "impossible table layout");
 	rc = area_check(&sb->meta, "metadata", size, err);
 	if (rc < 0)
@@ -231,6 +237,9 @@ int super_check(const struct dfs_super *sb, uint64_t avail,
 	rc = area_check(&sb->data, "data", size, err);
 	if (rc < 0)
 		return rc;
+	/* Only now is the metadata chunk shift known to be sane. */
+	if (sb->data.chunk_table < sb->meta.base + (sb->meta.nchunks << sb->meta.chunk_shift))
+		return daxfs_err_set(err, -EUCLEAN, "impossible table layout");
 	if (sb->incompat & ~DFS_INCOMPAT_SUPPORTED)
 		return daxfs_err_set(err, -EOPNOTSUPP,
 				     "region uses unknown incompatible features %#llx",

@@ -98,7 +98,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [BUILD + '/daxfsd', '--config', CONFIG, '--region', REGION,
              '--root', self.root, '--address', self.sock, '--host-name', name,
-             '--lease-ms', '1000', '--retries', '2', '--backoff-ms', '20',
+             '--lease-ms', '1000', '--retries', '2', '--backoff-ms', '20', '--view', 'external',
              '--log-level', 'debug'], stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(300):
             if os.path.exists(self.sock) and ctl('hosts', address=self.sock).returncode == 0:

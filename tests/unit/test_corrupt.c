@@ -11,6 +11,7 @@
  *   DAXFS_TEST_LONG=1      eight times as many trials */
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <sys/stat.h>
 
 #include "check.h"
@@ -142,17 +143,30 @@ static struct span target(enum cat c, uint64_t *x)
 
 	switch (c) {
 	case C_SUPER:
-		s = (struct span){ 0, sizeof(struct dfs_super) };
+		/* Mostly the fields (not the reserved bytes, which only the
+		 * checksum covers). */
+		s = (struct span){ 0, rnd(x) % 4 ? offsetof(struct dfs_super, reserved)
+						 : sizeof(struct dfs_super) };
 		break;
 	case C_HOSTS:
-		s = (struct span){ sb->hosts_off, sb->max_hosts * sizeof(struct dfs_host) };
+		/* Mostly the slot in use (owner word, processes, contexts). */
+		s = (struct span){ sb->hosts_off, rnd(x) % 4 ? sizeof(struct dfs_host) :
+				   sb->max_hosts * sizeof(struct dfs_host) };
 		break;
 	case C_HASH:
-		/* Mostly used slots; sometimes anywhere in the table. */
-		if (rnd(x) % 4)
+		/* Used slots; the state word of any slot; anywhere. */
+		switch (rnd(x) % 4) {
+		case 0: case 1:
 			s = slots[rnd(x) % (uint64_t)nslots];
-		else
+			break;
+		case 2:
+			s = (struct span){ sb->hash_off + (rnd(x) % sb->hash_slots) *
+					   sizeof(struct dfs_hslot), 8 };
+			break;
+		default:
 			s = (struct span){ sb->hash_off, sb->hash_slots * sizeof(struct dfs_hslot) };
+			break;
+		}
 		break;
 	case C_CONTENT:
 		s = contents[rnd(x) % (uint64_t)ncontents];

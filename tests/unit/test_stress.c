@@ -92,8 +92,9 @@ struct shared {
 	_Atomic uint64_t lbk[MAXW][MAXR];	/* own layer (worker, round) */
 	_Atomic uint64_t cbk[MAXR];		/* contested layer of a round */
 	_Atomic uint64_t hbk[MAXW];		/* hot layer of a worker */
-	_Atomic uint32_t c_claim[MAXR], c_ready[MAXR], c_busy[MAXR],
-			 c_exist[MAXR], c_evict[MAXR];
+	_Atomic uint32_t c_claim[MAXR], c_busy[MAXR], c_exist[MAXR],
+			 c_evict[MAXR];
+	_Atomic uint64_t c_serial[MAXR];	/* the contest winner's layer */
 	_Atomic uint64_t n_build, n_rebuild, n_evict, n_evict_busy, n_read,
 			 n_read_raced, n_bytes, n_hot_evict, n_hot_busy,
 			 n_hot_build, n_hot_read, n_hot_raced;
@@ -954,12 +955,12 @@ static int put_file(struct wk *w, struct daxfs_layer_builder *b,
 }
 
 /* Claim s->id; if we got it, fill and publish it.  *claim gets the claim's
- * result (0, -EBUSY, -EEXIST, ...). */
-static int build(struct wk *w, const struct lspec *s, int *claim)
+ * result (0, -EBUSY, -EEXIST, ...), *serial the published layer's serial. */
+static int build(struct wk *w, const struct lspec *s, int *claim,
+		 uint64_t *serial)
 {
 	struct daxfs_layer_builder *b;
 	struct daxfs_err err = { 0 };
-	uint64_t serial = 0;
 	int rc;
 
 	*claim = daxfs_layer_build(w->fs, s->id, &b, &err);
@@ -968,11 +969,12 @@ static int build(struct wk *w, const struct lspec *s, int *claim)
 	for (unsigned i = 0; i < s->nf; i++)
 		if (put_file(w, b, &s->f[i]) < 0)
 			return -1;	/* the test fails; nobody reuses b */
-	rc = daxfs_builder_publish(b, &serial, &err);
+	*serial = 0;
+	rc = daxfs_builder_publish(b, serial, &err);
 	if (rc < 0)
 		fprintf(stderr, "publish: %s\n", err.msg);
 	WCHECK_RC(w, rc, 0);
-	WCHECK(w, serial >= 2);
+	WCHECK(w, *serial >= 2);
 	atomic_fetch_add(&w->sh->n_bytes, s->bytes);
 	return 0;
 }
@@ -1014,7 +1016,9 @@ static int verify_open(struct wk *w, struct daxfs_layer *l,
 	return 0;
 }
 
-static int verify_layer(struct wk *w, const struct lspec *s)
+/* Open and check a layer nobody evicts right now; serial: 0 or the serial
+ * it must have. */
+static int verify_layer(struct wk *w, const struct lspec *s, uint64_t serial)
 {
 	struct daxfs_layer *l;
 	struct daxfs_err err = { 0 };
@@ -1024,6 +1028,10 @@ static int verify_layer(struct wk *w, const struct lspec *s)
 	if (rc < 0)
 		fprintf(stderr, "open layer: %s\n", err.msg);
 	WCHECK_RC(w, rc, 0);
+	if (serial && daxfs_layer_serial(l) != serial) {
+		daxfs_layer_close(l);
+		WCHECK(w, !"the READY layer is the claim winner's");
+	}
 	rc = verify_open(w, l, s);
 	daxfs_layer_close(l);
 	return rc;
@@ -1110,11 +1118,12 @@ static int build_own(struct wk *w, unsigned q, bool again)
 {
 	struct shared *sh = w->sh;
 	struct lspec s;
+	uint64_t serial;
 	int claim;
 
 	spec_own(&s, sh->seed, w->id, q);
 	bk_set(&sh->lbk[w->id][q], BK_BUILDING);
-	if (build(w, &s, &claim) < 0)
+	if (build(w, &s, &claim, &serial) < 0)
 		return -1;
 	WCHECK_RC(w, claim, 0);		/* nobody else builds our layers */
 	bk_set(&sh->lbk[w->id][q], BK_READY);
@@ -1130,15 +1139,16 @@ static int contest(struct wk *w, unsigned r)
 	struct shared *sh = w->sh;
 	struct daxfs_layer *l;
 	struct lspec s;
+	uint64_t serial;
 	int claim, rc;
 
 	spec_contested(&s, sh->seed, r);
 	WSYNC(w);
-	if (build(w, &s, &claim) < 0)
+	if (build(w, &s, &claim, &serial) < 0)
 		return -1;
 	if (claim == 0) {
 		atomic_fetch_add(&sh->c_claim[r], 1);
-		atomic_fetch_add(&sh->c_ready[r], 1);
+		atomic_store(&sh->c_serial[r], serial);
 		bk_set(&sh->cbk[r], BK_READY);
 	} else if (claim == -EBUSY) {
 		atomic_fetch_add(&sh->c_busy[r], 1);
@@ -1148,10 +1158,9 @@ static int contest(struct wk *w, unsigned r)
 	}
 	WSYNC(w);
 	WCHECK(w, atomic_load(&sh->c_claim[r]) == 1);
-	WCHECK(w, atomic_load(&sh->c_ready[r]) == 1);
 	WCHECK(w, atomic_load(&sh->c_busy[r]) + atomic_load(&sh->c_exist[r]) == NW - 1);
 	WCHECK(w, BK_STATE(atomic_load(&sh->cbk[r])) == BK_READY);
-	if (verify_layer(w, &s) < 0)
+	if (verify_layer(w, &s, atomic_load(&sh->c_serial[r])) < 0)
 		return -1;
 	if (r % 2 == 0)
 		return 0;
@@ -1175,7 +1184,7 @@ static int verify_all(struct wk *w)
 	struct lspec s;
 
 	for (unsigned i = 0; (bk = layer_at(w->sh, i, &s)); i++)
-		if (BK_STATE(atomic_load(bk)) == BK_READY && verify_layer(w, &s) < 0)
+		if (BK_STATE(atomic_load(bk)) == BK_READY && verify_layer(w, &s, 0) < 0)
 			return -1;
 	return 0;
 }
@@ -1188,6 +1197,7 @@ static int hot_phase(struct wk *w, unsigned iters)
 	_Atomic uint64_t *mine = &sh->hbk[w->id];
 	struct daxfs_err err = { 0 };
 	struct lspec s, own;
+	uint64_t serial;
 	int rc, claim;
 
 	spec_hot(&own, sh->seed, w->id);
@@ -1220,7 +1230,7 @@ static int hot_phase(struct wk *w, unsigned iters)
 		}
 		/* Back at once: readers mostly find it READY. */
 		bk_set(mine, BK_BUILDING);
-		if (build(w, &own, &claim) < 0)
+		if (build(w, &own, &claim, &serial) < 0)
 			return -1;
 		WCHECK_RC(w, claim, 0);
 		bk_set(mine, BK_READY);
