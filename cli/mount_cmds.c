@@ -31,7 +31,7 @@ static int lowerdirs(json_t *r, char *out, size_t len)
 
 static int do_mount(json_t *r, const char *dir, const char *upper, unsigned long flags)
 {
-	char lower[16384], opts[20000], up[4096], work[4096];
+	char lower[16384], opts[24704], up[4096], work[4096];
 	int n = lowerdirs(r, lower, sizeof(lower));
 
 	if (n < 0) {
@@ -52,6 +52,10 @@ static int do_mount(json_t *r, const char *dir, const char *upper, unsigned long
 		return 0;
 	}
 	if (upper) {
+		if (strlen(upper) > sizeof(up) - 8) {
+			cli_error("mount: --upper path too long");
+			return -1;
+		}
 		snprintf(up, sizeof(up), "%s/upper", upper);
 		snprintf(work, sizeof(work), "%s/work", upper);
 		mkdir(upper, 0755);

@@ -776,6 +776,8 @@ static void *poll_main(void *arg)
 		struct vlayer *gone = NULL;
 
 		usleep(v->poll_ms * 1000);
+		/* The daemon may have restarted as a new incarnation. */
+		daxfs_host_rejoin(v->fs);
 		daxfs_heartbeat(v->fs);
 		if (!vl_scan(v, &gone))
 			continue;

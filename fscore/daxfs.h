@@ -112,6 +112,10 @@ void daxfs_heartbeat_stop(struct daxfs *fs);
  * it was reaped (then stop writing). */
 int daxfs_host_check(struct daxfs *fs);
 int daxfs_host_slot(const struct daxfs *fs);
+/* For a non-daemon process (the FUSE view): follow the host to the
+ * daemon's new incarnation after a daemon restart, and set our holder
+ * bits again.  0 nothing to do, 1 rejoined, -EAGAIN no daemon attached. */
+int daxfs_host_rejoin(struct daxfs *fs);
 uint32_t daxfs_host_incarnation(const struct daxfs *fs);
 
 /* Load (or create) the host UUID kept in DIR/host-uuid. */

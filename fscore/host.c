@@ -48,7 +48,14 @@ static bool uuid_equal(struct dfs_host *h, const uint8_t uuid[16])
 	return !memcmp(u, uuid, 16);
 }
 
-uint64_t host_beats(struct daxfs *fs, int slot, uint32_t inc)
+static uint32_t proc_kind(struct dfs_proc *p)
+{
+	return __atomic_load_n(&p->kind, __ATOMIC_RELAXED);
+}
+
+/* Sum of the heartbeats of slot's processes of incarnation inc; with
+ * daemons_only, of its daemons alone. */
+static uint64_t beats_of(struct daxfs *fs, int slot, uint32_t inc, bool daemons_only)
 {
 	struct dfs_host *h = &fs->hosts[slot];
 	uint64_t sum = 0;
@@ -58,9 +65,16 @@ uint64_t host_beats(struct daxfs *fs, int slot, uint32_t inc)
 
 		if (atomic_load_explicit(&p->claim, memory_order_acquire) != inc)
 			continue;
+		if (daemons_only && proc_kind(p) != DAXFS_PROC_DAEMON)
+			continue;
 		sum += atomic_load_explicit(&p->heartbeat, memory_order_relaxed);
 	}
 	return sum;
+}
+
+uint64_t host_beats(struct daxfs *fs, int slot, uint32_t inc)
+{
+	return beats_of(fs, slot, inc, false);
 }
 
 enum daxfs_liveness host_observe_slot(struct daxfs *fs, int slot, uint64_t now)
@@ -133,12 +147,14 @@ int daxfs_hosts_observe(struct daxfs *fs, struct daxfs_host_info *out, int max)
 /* Watch a slot's heartbeat for up to the lease: 1 if it moved. */
 static int slot_heartbeat_moves(struct daxfs *fs, int slot, uint32_t inc)
 {
-	uint64_t start = now_ms(), b0 = host_beats(fs, slot, inc);
+	/* Only a daemon's heartbeat says another daemon is running: the
+	 * host's FUSE view outlives daemon restarts and keeps beating. */
+	uint64_t start = now_ms(), b0 = beats_of(fs, slot, inc, true);
 	uint32_t step = fs->lease_ms / 8 ? fs->lease_ms / 8 : 1;
 
 	while (now_ms() - start < fs->lease_ms) {
 		sleep_ms(step);
-		if (host_beats(fs, slot, inc) != b0)
+		if (beats_of(fs, slot, inc, true) != b0)
 			return 1;
 		if (DFS_OWNER_INC(atomic_load_explicit(&fs->hosts[slot].owner,
 						       memory_order_acquire)) != inc)
@@ -285,20 +301,24 @@ static int claim_proc(struct daxfs *fs, int slot, uint32_t inc, bool daemon)
 {
 	struct dfs_host *h = &fs->hosts[slot];
 
-	for (unsigned i = 0; i < DFS_PROCS_PER_HOST; i++) {
-		struct dfs_proc *p = &h->procs[i];
-		uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
+	/* Free entries first; then entries of older incarnations, a view's
+	 * last (a view may still be serving and about to rejoin). */
+	for (int pass = 0; pass < 3; pass++) {
+		for (unsigned i = 0; i < DFS_PROCS_PER_HOST; i++) {
+			struct dfs_proc *p = &h->procs[i];
+			uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
 
-		/* A process of an older incarnation is gone: its entry is
-		 * free for us.  Entries of our incarnation are in use. */
-		if (c == inc)
-			continue;
-		if (!daemon && c != 0 && c > inc)
-			continue;
-		atomic_store_explicit(&p->reader_epoch, 0, memory_order_relaxed);
-		if (atomic_compare_exchange_strong_explicit(&p->claim, &c, inc,
-				memory_order_acq_rel, memory_order_acquire))
-			return (int)i;
+			if (c == inc || (c > inc && !daemon))
+				continue;
+			if (pass == 0 && c != 0)
+				continue;
+			if (pass == 1 && proc_kind(p) == DAXFS_PROC_VIEW)
+				continue;
+			atomic_store_explicit(&p->reader_epoch, 0, memory_order_relaxed);
+			if (atomic_compare_exchange_strong_explicit(&p->claim, &c, inc,
+					memory_order_acq_rel, memory_order_acquire))
+				return (int)i;
+		}
 	}
 	return -ENOSPC;
 }
@@ -338,7 +358,7 @@ int daxfs_host_attach(struct daxfs *fs, const struct daxfs_host_opts *o,
 	p = claim_proc(fs, s, inc, daemon);
 	if (p < 0)
 		return daxfs_err_set(err, p, "no free process entry in host slot %d", s);
-	fs->hosts[s].procs[p].kind = o->kind;
+	__atomic_store_n(&fs->hosts[s].procs[p].kind, (uint32_t)o->kind, __ATOMIC_RELAXED);
 	set_label(fs->hosts[s].name, DFS_NAME_MAX, o->name);
 	set_label(fs->hosts[s].version, DFS_VERSION_MAX, DAXFS_VERSION_STRING);
 	fs->slot = s;
@@ -420,6 +440,18 @@ uint32_t daxfs_host_incarnation(const struct daxfs *fs)
 	return fs->inc;
 }
 
+/* Other processes of our incarnation still attached? */
+static bool others_attached(struct daxfs *fs)
+{
+	struct dfs_host *h = &fs->hosts[fs->slot];
+
+	for (unsigned i = 0; i < DFS_PROCS_PER_HOST; i++)
+		if ((int)i != fs->proc &&
+		    atomic_load_explicit(&h->procs[i].claim, memory_order_acquire) == fs->inc)
+			return true;
+	return false;
+}
+
 void host_detach(struct daxfs *fs)
 {
 	struct dfs_host *h;
@@ -433,7 +465,12 @@ void host_detach(struct daxfs *fs)
 			      memory_order_release);
 	if (daxfs_host_check(fs) < 0)
 		return;		/* reaped while we were away: touch nothing */
-	if (fs->daemon) {
+	if (fs->daemon && others_attached(fs)) {
+		/* The host's FUSE view still serves containers: the host
+		 * stays LIVE on its heartbeat; a restarted daemon takes over
+		 * as a new incarnation. */
+		alloc_release_chunks(fs);
+	} else if (fs->daemon) {
 		alloc_release_chunks(fs);
 		w = DFS_OWNER(fs->inc, DFS_HOST_LIVE, 0);
 		/* Release: everything we wrote is visible before RETIRED. */
@@ -600,4 +637,34 @@ int daxfs_host_uuid_load(const char *dir, uint8_t uuid[16],
 		i++;
 	}
 	return 0;
+}
+
+int daxfs_host_rejoin(struct daxfs *fs)
+{
+	struct dfs_host *h;
+	uint64_t w;
+	uint32_t inc;
+	int p;
+
+	if (fs->slot < 0 || fs->daemon)
+		return -EINVAL;
+	h = &fs->hosts[fs->slot];
+	w = atomic_load_explicit(&h->owner, memory_order_acquire);
+	inc = DFS_OWNER_INC(w);
+	if (DFS_OWNER_STATE(w) == DFS_HOST_LIVE && inc == fs->inc &&
+	    atomic_load_explicit(&h->procs[fs->proc].claim, memory_order_acquire) == inc)
+		return 0;
+	if (DFS_OWNER_STATE(w) != DFS_HOST_LIVE)
+		return -EAGAIN;		/* no daemon attached right now */
+	p = claim_proc(fs, fs->slot, inc, false);
+	if (p < 0)
+		return p;
+	__atomic_store_n(&h->procs[p].kind, (uint32_t)DAXFS_PROC_VIEW, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&fs->lock);
+	fs->inc = inc;
+	fs->proc = p;
+	pthread_mutex_unlock(&fs->lock);
+	daxfs_heartbeat(fs);
+	holds_reassert(fs);
+	return 1;
 }

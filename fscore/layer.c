@@ -182,6 +182,18 @@ static void hold_drop(struct daxfs *fs, uint64_t rec, struct dfs_layer *l)
 	pthread_mutex_unlock(&fs->lock);
 }
 
+void holds_reassert(struct daxfs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	for (struct hold *h = fs->holds; h; h = h->next) {
+		struct dfs_layer *l = layer_get(fs, h->rec);
+
+		if (l)
+			holder_set(fs, l);
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
 int daxfs_layer_open(struct daxfs *fs, const uint8_t diff_id[32],
 		     struct daxfs_layer **out, struct daxfs_err *err)
 {

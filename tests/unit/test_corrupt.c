@@ -6,10 +6,13 @@
  * is meant to run under ASan/UBSan too).  Superblock damage must be
  * refused; damage inside a layer tree must make fsck report a problem.
  *
- *   DAXFS_CORRUPT_SEED=N   another seed (printed)
- *   DAXFS_CORRUPT_TRIAL=K  run trial K only (as printed on a crash)
- *   DAXFS_TEST_LONG=1      eight times as many trials */
+ *   DAXFS_CORRUPT_SEED=N     another seed (printed)
+ *   DAXFS_CORRUPT_TRIAL=K[-L] run trials K..L only: a crash names its
+ *                          trial, or (UBSan exits without any hook) the
+ *                          range printed before the category ran
+ *   DAXFS_TEST_LONG=1        eight times as many trials */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stddef.h>
 #include <sys/stat.h>
@@ -420,16 +423,28 @@ TEST(damage)
 	const char *sd = getenv("DAXFS_CORRUPT_SEED"), *one = getenv("DAXFS_CORRUPT_TRIAL");
 	const char *lg = getenv("DAXFS_TEST_LONG");
 	unsigned mult = lg && !strcmp(lg, "1") ? 8 : 1, k = 0, failed = 0;
+	unsigned long lo = 0, hi = ULONG_MAX;
 	struct outcome o[NCAT];
+	char *e;
 
 	seed = sd ? strtoull(sd, NULL, 0) : 0xc0a5e5eedULL;
+	if (one) {
+		lo = hi = strtoul(one, &e, 0);
+		if (*e == '-')
+			hi = strtoul(e + 1, NULL, 0);
+	}
 	memset(o, 0, sizeof(o));
 	CHECK_RC(build_pristine(), 0);
 	printf("info: seed %#llx\n", (unsigned long long)seed);
 	fflush(stdout);
 	for (int c = 0; c < NCAT; c++) {
+		if (!one) {
+			printf("info: trials %u-%u: %s\n", k, k + cat_trials[c] * mult - 1,
+			       cat_name[c]);
+			fflush(stdout);
+		}
 		for (unsigned t = 0; t < cat_trials[c] * mult; t++, k++) {
-			if (one && strtoul(one, NULL, 0) != k)
+			if (k < lo || k > hi)
 				continue;
 			if (trial(k, (enum cat)c, &o[c]) < 0 && ++failed >= 20)
 				break;

@@ -1,0 +1,247 @@
+"""The FUSE view and mounts: two hosts with their views on one region,
+overlay mounts that apply whiteouts, a daemon restart under a live mount,
+a view that dies and is restarted.  Prints PASS:/FAIL: lines."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import fixture  # noqa: E402
+
+BUILD = os.environ['DAXFS_BUILD']
+TMP = os.environ['DAXFS_TMP']
+REGION = os.path.join(TMP, 'region')
+CONFIG = os.path.join(TMP, 'config.json')
+results = []
+
+
+def case(name, ok, detail=''):
+    results.append(bool(ok))
+    print('%s: view/%s%s' % ('PASS' if ok else 'FAIL', name, '' if ok else ': ' + str(detail)[:2000]))
+    sys.stdout.flush()
+
+
+def ctl(*args, address=None):
+    cmd = [BUILD + '/daxfsctl'] + list(args)
+    if address:
+        cmd[2:2] = ['--address', address]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def build(path):
+    lay = fixture.Layout(path)
+    base = fixture.tar_bytes(fixture.busybox_entries() + [
+        ('etc/motd', 'f', b'welcome\n', 0o644, {}),
+        ('var/cache/old', 'f', b'stale\n', 0o644, {}),
+        ('var/cache/keep', 'f', b'hidden by opaque\n', 0o644, {}),
+        ('srv/big', 'f', bytes((i * 13) & 0xff for i in range(3 << 20)), 0o644, {})])
+    top = fixture.tar_bytes([
+        ('etc/.wh.motd', 'f', b'', 0o644, {}),
+        ('var/cache/.wh..wh..opq', 'f', b'', 0o644, {}),
+        ('var/cache/new', 'f', b'fresh\n', 0o644, {}),
+        ('app', 'd', None, 0o755, {}),
+        ('app/hello', 'f', b'hello from the region\n', 0o755, {})])
+    lay.image('1', [(base, 'gzip'), (top, 'gzip')])
+    lay.image('single', [(fixture.tar_bytes([('only', 'f', b'one layer\n', 0o644, {})]), 'gzip')])
+
+
+def layout():
+    src = open(__file__, 'rb').read() + open(fixture.__file__, 'rb').read()
+    return fixture.cached_layout('view-' + hashlib.sha256(src).hexdigest()[:16], build)
+
+
+class Daemon:
+    def __init__(self, name):
+        self.name = name
+        self.root = os.path.join(TMP, name)
+        self.sock = os.path.join(TMP, name + '.sock')
+        self.mnt = os.path.join(self.root, 'mnt')
+        self.start()
+
+    def start(self):
+        self.log = open(os.path.join(TMP, self.name + '.log'), 'a')
+        self.proc = subprocess.Popen(
+            [BUILD + '/daxfsd', '--config', CONFIG, '--region', REGION, '--root', self.root,
+             '--address', self.sock, '--host-name', self.name, '--lease-ms', '1000',
+             '--view-binary', BUILD + '/daxfs-view'],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(300):
+            if os.path.exists(self.sock) and ctl('hosts', address=self.sock).returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError('daxfsd %s did not start: %s' % (self.name,
+                                                             open(self.log.name).read()))
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return -9
+
+
+def view_pid(mnt):
+    """The daxfs-view process serving mnt (from its command line)."""
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\0')
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b'daxfs-view') and mnt.encode() in cmd:
+            return int(pid)
+    return None
+
+
+def read(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def umount(path):
+    subprocess.run(['umount', '-l', path], capture_output=True)
+
+
+def main():
+    lay = layout()
+    with open(CONFIG, 'w') as f:
+        f.write('{}\n')
+    reg = fixture.Registry(TMP)
+    daemons, mounts = [], []
+    try:
+        for tag in ('1', 'single'):
+            fixture.push(lay, tag, reg, 'test/view')
+        subprocess.run([BUILD + '/daxfsctl', 'mkfs', '--size', '128M', REGION], check=True,
+                       capture_output=True)
+        a, b = Daemon('host-a'), Daemon('host-b')
+        daemons += [a, b]
+        ref = reg.addr + '/test/view:1'
+        r = ctl('pull', ref, address=a.sock)
+        case('pull', r.returncode == 0, r.stderr)
+        time.sleep(1.0)	# the views rescan "l" twice a second
+        ids = json.loads(ctl('layers', '--json', address=a.sock).stdout)['layers']
+        names_a = sorted(os.listdir(os.path.join(a.mnt, 'l')))
+        names_b = sorted(os.listdir(os.path.join(b.mnt, 'l')))
+        case('both_views_list_layers', len(names_a) == 2 and names_a == names_b,
+             (names_a, names_b, ids))
+        links = os.listdir(os.path.join(a.mnt, 'by-digest'))
+        case('by_digest_links', len(links) == 2 and all(
+            os.readlink(os.path.join(a.mnt, 'by-digest', x)).startswith('../l/')
+            for x in links), links)
+        lower = os.path.join(a.mnt, 'l', names_a[0])
+        st = os.lstat(os.path.join(a.mnt, 'l', names_a[1], 'etc', 'motd'))
+        case('whiteout_is_0_0_chardev', (st.st_mode & 0o170000) == 0o020000 and
+             st.st_rdev == 0, oct(st.st_mode))
+        opq = os.getxattr(os.path.join(a.mnt, 'l', names_a[1], 'var', 'cache'),
+                          'trusted.overlay.opaque')
+        case('opaque_xattr', opq == b'y', opq)
+        try:
+            open(os.path.join(lower, 'newfile'), 'w')
+            ok = False
+        except OSError as e:
+            ok = e.errno == 30	# EROFS
+        case('view_is_read_only', ok)
+
+        ma, mb = os.path.join(TMP, 'mnt-a'), os.path.join(TMP, 'mnt-b')
+        os.makedirs(ma)
+        os.makedirs(mb)
+        r1 = ctl('mount', ref, ma, address=a.sock)
+        r2 = ctl('mount', ref, mb, address=b.sock)
+        mounts += [ma, mb]
+        case('mount_on_both_hosts', r1.returncode == 0 and r2.returncode == 0,
+             r1.stderr + r2.stderr)
+        merged = sorted(os.listdir(os.path.join(ma, 'var', 'cache')))
+        case('overlay_applies_opaque', merged == ['new'], merged)
+        case('overlay_applies_whiteout', not os.path.exists(os.path.join(ma, 'etc', 'motd')))
+        case('same_bytes_on_both_hosts',
+             read(os.path.join(ma, 'srv', 'big')) == read(os.path.join(mb, 'srv', 'big')) ==
+             bytes((i * 13) & 0xff for i in range(3 << 20)))
+        out = subprocess.run([os.path.join(ma, 'bin', 'busybox'), 'cat',
+                              os.path.join(ma, 'app', 'hello')], capture_output=True)
+        case('run_binary_from_region', out.stdout == b'hello from the region\n', out)
+        ls = subprocess.run(['ls', '-la', os.path.join(ma, 'etc')], capture_output=True,
+                            text=True)
+        case('no_broken_entries', '?' not in ls.stdout, ls.stdout)
+
+        # A writable mount keeps its changes on local disk.
+        mw, up = os.path.join(TMP, 'mnt-w'), os.path.join(TMP, 'upper')
+        os.makedirs(mw)
+        r = ctl('mount', '--upper', up, ref, mw, address=a.sock)
+        mounts.append(mw)
+        if r.returncode == 0:
+            with open(os.path.join(mw, 'etc', 'passwd'), 'a') as f:
+                f.write('new:x:1:1::/:/bin/sh\n')
+        case('writable_mount', r.returncode == 0 and
+             b'new:x' in read(os.path.join(up, 'upper', 'etc', 'passwd')) and
+             b'new:x' not in read(os.path.join(ma, 'etc', 'passwd')), r.stderr)
+        r = ctl('mount', reg.addr + '/test/view:single', os.path.join(TMP, 'x'),
+                address=a.sock)
+        case('mount_unknown_image_error', r.returncode != 0 and 'not in the region' in r.stderr,
+             r.stderr)
+
+        # daxfsd restarts under a live mount: the view and the mount go on.
+        vpid = view_pid(a.mnt)
+        code = a.stop()
+        a.start()
+        time.sleep(1.5)
+        case('daemon_restart_keeps_view', code == 0 and view_pid(a.mnt) == vpid and
+             read(os.path.join(ma, 'app', 'hello')) == b'hello from the region\n',
+             (code, vpid, view_pid(a.mnt), open(a.log.name).read()[-2000:]))
+        held = [l for l in json.loads(ctl('layers', '--json', address=a.sock).stdout)['layers']
+                if l['holders']]
+        case('mounted_layers_still_held', len(held) == 2, held)
+
+        # The view dies: that host's mounts lose their files, daxfsd starts
+        # a new view, and new mounts work again.
+        os.kill(vpid, signal.SIGKILL)
+        new = None
+        for _ in range(100):
+            time.sleep(0.1)
+            new = view_pid(a.mnt)
+            if new and new != vpid and os.path.isdir(os.path.join(a.mnt, 'l')):
+                break
+        umount(ma)
+        mounts.remove(ma)
+        time.sleep(0.6)
+        r = ctl('mount', ref, ma, address=a.sock)
+        if r.returncode == 0:
+            mounts.append(ma)
+        case('view_restarted_by_daemon', new and new != vpid and r.returncode == 0 and
+             read(os.path.join(ma, 'app', 'hello')) == b'hello from the region\n',
+             (vpid, new, r.stderr))
+        for m in list(mounts):
+            r = ctl('umount', m)
+            if r.returncode == 0:
+                mounts.remove(m)
+        case('umount', not mounts, mounts)
+        codes = [d.stop() for d in daemons]
+        daemons = []
+        case('daemons_exit_cleanly', codes == [0, 0], codes)
+    finally:
+        for m in mounts:
+            umount(m)
+        for d in daemons:
+            d.proc.kill()
+        for name in ('host-a', 'host-b'):
+            mnt = os.path.join(TMP, name, 'mnt')
+            umount(mnt)
+            for _ in range(100):	# the view closes its layers and exits
+                if not view_pid(mnt):
+                    break
+                time.sleep(0.05)
+        reg.stop()
+    r = ctl('fsck', REGION)
+    case('fsck_clean', r.returncode == 0, r.stdout + r.stderr)
+    return 0 if all(results) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
