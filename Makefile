@@ -10,7 +10,9 @@
 DEPS_PKGS := build-essential clang pkg-config libssl-dev libdaxctl-dev \
 	libndctl-dev libarchive-dev libclang-rt-14-dev python3 e2fsprogs \
 	util-linux libcurl4-openssl-dev libjansson-dev libzstd-dev zstd \
-	docker-registry umoci skopeo busybox-static libfuse3-dev fuse3
+	docker-registry umoci skopeo busybox-static libfuse3-dev fuse3 \
+	libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev libsqlite3-dev \
+	golang-go golang-github-containerd-containerd-dev containerd runc
 
 # make's built-in default for CC is "cc"; only that default is replaced,
 # anything from the command line or environment is kept.
@@ -162,6 +164,50 @@ $(BENCH_BINS): $(O)/bench/%: $(O)/obj/bench/%.o $(LIB)
 bench: $(BENCH_BINS)
 
 -include $(BENCH_OBJS:.o=.d)
+
+# ---------------------------------------------------------------------------
+# snapshotter/: containerd's Snapshots gRPC service, linked into daxfsd as
+# libdaxfssnap.a.  protoc-c turns snapshotter/proto/*.proto into C under
+# $(O)/gen at build time; only daxfsd and tests/unit/test_snap*.c link it.
+
+SNAP_PROTOS := $(sort $(shell find snapshotter/proto -name '*.proto' 2>/dev/null))
+SNAP_GEN_SRCS := $(SNAP_PROTOS:snapshotter/proto/%.proto=$(O)/gen/%.pb-c.c)
+SNAP_GEN_HDRS := $(SNAP_GEN_SRCS:.c=.h)
+SNAP_GEN_OBJS := $(SNAP_GEN_SRCS:$(O)/gen/%.c=$(O)/obj/gen/%.o)
+SNAP_SRCS := $(sort $(wildcard snapshotter/*.c))
+SNAP_OBJS := $(SNAP_SRCS:%.c=$(O)/obj/%.o)
+SNAP_LIB := $(if $(SNAP_SRCS),$(O)/libdaxfssnap.a)
+SNAP_CPPFLAGS := -Isnapshotter -I$(O)/gen
+SNAP_LINK := $(SNAP_LIB) $(DLIB) $(LIB) -lprotobuf-c -lnghttp2 -lsqlite3
+SNAP_TEST_OBJS := $(filter $(O)/obj/tests/unit/test_snap%,$(TEST_OBJS))
+SNAP_TEST_BINS := $(filter $(O)/tests/test_snap%,$(TEST_BINS))
+
+# One protoc-c run writes both files (a grouped pattern rule).
+$(O)/gen/%.pb-c.c $(O)/gen/%.pb-c.h: snapshotter/proto/%.proto
+	@mkdir -p $(O)/gen
+	protoc-c -Isnapshotter/proto --c_out=$(O)/gen $<
+
+$(SNAP_OBJS) $(SNAP_GEN_OBJS) $(SNAP_TEST_OBJS): $(SNAP_GEN_HDRS)
+$(SNAP_OBJS) $(SNAP_TEST_OBJS) $(DMAIN_OBJS): CPPFLAGS += $(SNAP_CPPFLAGS)
+
+$(SNAP_OBJS): $(O)/obj/%.o: %.c $(CONFIG_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(SNAP_GEN_OBJS): $(O)/obj/gen/%.o: $(O)/gen/%.c $(CONFIG_STAMP)
+	@mkdir -p $(@D)
+	$(CC) -I$(O)/gen $(CFLAGS) -c -o $@ $<
+
+$(SNAP_LIB): $(SNAP_OBJS) $(SNAP_GEN_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $(SNAP_OBJS) $(SNAP_GEN_OBJS)
+
+# The archives again after libdaxfssnap.a: it uses libdaxfsd and libdaxfs.
+$(DAEMON) $(SNAP_TEST_BINS): $(SNAP_LIB)
+$(DAEMON) $(SNAP_TEST_BINS): DAEMON_LIBS += $(SNAP_LINK)
+
+-include $(SNAP_OBJS:.o=.d) $(SNAP_GEN_OBJS:.o=.d)
 
 # ---------------------------------------------------------------------------
 # Test, bench and housekeeping targets

@@ -6,21 +6,22 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "client.h"
 
-/* "lowerdir=V/l/a:V/l/b,..." top layer first, as overlayfs wants. */
+/* The lowerdir list, top layer first, as overlayfs wants: short ids
+ * relative to the view's l/ directory, where the mount is made from, so
+ * that 128 layers fit the kernel's 4096-byte limit on mount options. */
 static int lowerdirs(json_t *r, char *out, size_t len)
 {
-	const char *view = json_string_value(json_object_get(r, "view"));
 	json_t *ids = json_object_get(r, "layers"), *id;
 	size_t i, n = 0;
 
 	out[0] = 0;
 	json_array_foreach(ids, i, id) {
-		int k = snprintf(out + n, len - n, "%s%s/l/%s", i ? ":" : "", view,
-				 json_string_value(id));
+		int k = snprintf(out + n, len - n, "%s%s", i ? ":" : "", json_string_value(id));
 
 		if (k < 0 || (size_t)k >= len - n)
 			return -E2BIG;
@@ -29,7 +30,21 @@ static int lowerdirs(json_t *r, char *out, size_t len)
 	return (int)json_array_size(ids);
 }
 
-static int do_mount(json_t *r, const char *dir, const char *upper, unsigned long flags)
+/* Enter the view's l/ directory (relative lowerdirs resolve there). */
+static int enter_view(json_t *r, char *back, size_t len)
+{
+	char dir[4200];
+
+	snprintf(dir, sizeof(dir), "%s/l", json_string_value(json_object_get(r, "view")));
+	if (!getcwd(back, len) || chdir(dir) < 0) {
+		cli_error("mount: cannot enter the view at %s: %s (is daxfs-view running?)",
+			  dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int mount_here(json_t *r, const char *dir, const char *upper, unsigned long flags)
 {
 	char lower[16384], opts[24704], up[4096], work[4096];
 	int n = lowerdirs(r, lower, sizeof(lower));
@@ -75,6 +90,31 @@ static int do_mount(json_t *r, const char *dir, const char *upper, unsigned long
 		return -1;
 	}
 	return 0;
+}
+
+static int do_mount(json_t *r, const char *dir, const char *upper, unsigned long flags)
+{
+	char target[4096], uabs[4096], cwd[4096];
+	int rc;
+
+	/* Paths given by the user are taken from where the user is. */
+	if (!realpath(dir, target)) {
+		cli_error("mount: %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (upper) {
+		mkdir(upper, 0755);
+		if (!realpath(upper, uabs)) {
+			cli_error("mount: %s: %s", upper, strerror(errno));
+			return -1;
+		}
+	}
+	if (enter_view(r, cwd, sizeof(cwd)) < 0)
+		return -1;
+	rc = mount_here(r, target, upper ? uabs : NULL, flags);
+	if (chdir(cwd) < 0)
+		rc = -1;
+	return rc;
 }
 
 static int cmd_mount(int argc, char **argv)

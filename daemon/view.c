@@ -94,7 +94,8 @@ static int scan_one(const struct daxfs_layer_info *li, void *arg)
 	return 0;
 }
 
-/* Rescan the region's READY layers; returns 1 if the set changed. */
+/* Rescan the region's READY layers; returns 1 if the set changed.  With
+ * gone, layers no longer READY and unreferenced are unlinked into it. */
 static int vl_scan(struct view *v, struct vlayer **gone)
 {
 	struct scan sc = { v, 0 };
@@ -103,6 +104,10 @@ static int vl_scan(struct view *v, struct vlayer **gone)
 	for (struct vlayer *l = v->layers; l; l = l->next)
 		l->ready = false;
 	daxfs_layers_foreach(v->fs, scan_one, &sc);
+	if (!gone) {
+		pthread_mutex_unlock(&v->lock);
+		return sc.changed;
+	}
 	*gone = NULL;
 	for (struct vlayer **p = &v->layers; *p;) {
 		struct vlayer *l = *p;
@@ -255,6 +260,23 @@ static int lookup_layer_root(struct view *v, const char *name, bool link,
 }
 
 static int do_lookup(struct view *v, fuse_ino_t parent, const char *name,
+		     struct fuse_entry_param *e);
+
+/* A layer published since the last scan is found at once: a miss in "l"
+ * or "by-digest" rescans before it answers ENOENT. */
+static int lookup_top(struct view *v, fuse_ino_t parent, const char *name,
+		      struct fuse_entry_param *e)
+{
+	int rc = lookup_layer_root(v, name, parent == VIEW_BYDIGEST, e);
+
+	if (rc == ENOENT) {
+		vl_scan(v, NULL);
+		rc = lookup_layer_root(v, name, parent == VIEW_BYDIGEST, e);
+	}
+	return rc;
+}
+
+static int do_lookup(struct view *v, fuse_ino_t parent, const char *name,
 		     struct fuse_entry_param *e)
 {
 	struct daxfs_layer *h;
@@ -274,7 +296,7 @@ static int do_lookup(struct view *v, fuse_ino_t parent, const char *name,
 		return 0;
 	}
 	if (parent == VIEW_LDIR || parent == VIEW_BYDIGEST) {
-		rc = lookup_layer_root(v, name, parent == VIEW_BYDIGEST, e);
+		rc = lookup_top(v, parent, name, e);
 		if (rc == 0 && parent == VIEW_LDIR)
 			e->attr_timeout = e->entry_timeout = v->entry_timeout;
 		return rc;

@@ -47,6 +47,14 @@ def build(path):
         ('app/hello', 'f', b'hello from the region\n', 0o755, {})])
     lay.image('1', [(base, 'gzip'), (top, 'gzip')])
     lay.image('single', [(fixture.tar_bytes([('only', 'f', b'one layer\n', 0o644, {})]), 'gzip')])
+    deep = [(fixture.tar_bytes([('deep/%03d' % i, 'f', b'layer %d\n' % i, 0o644, {})]
+                               + ([('deep/.wh.%03d' % (i - 1), 'f', b'', 0o644, {})]
+                                  if i % 10 == 0 and i else [])), 'gzip')
+            for i in range(128)]
+    lay.image('deep', deep)
+    import random
+    lay.image('big', [(fixture.tar_bytes([('big', 'f', random.Random(7).randbytes(64 << 20),
+                                           0o644, {})]), 'gzip')])
 
 
 def layout():
@@ -110,6 +118,83 @@ def umount(path):
     subprocess.run(['umount', '-l', path], capture_output=True)
 
 
+def short_id(serial):
+    digits = '0123456789abcdefghijklmnopqrstuvwxyz'
+    out = ''
+    while True:
+        out = digits[serial % 36] + out
+        serial //= 36
+        if not serial:
+            return out
+
+
+def tree(root):
+    """{relative path: (type, mode, uid, gid, size, sha/link)}"""
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            fmt = st.st_mode & 0o170000
+            data = ''
+            if fmt == 0o100000:
+                data = hashlib.sha256(read(p)).hexdigest()
+            elif fmt == 0o120000:
+                data = os.readlink(p)
+            out[rel] = (fmt, st.st_mode & 0o7777, st.st_uid, st.st_gid,
+                        st.st_size if fmt == 0o100000 else 0, data,
+                        st.st_rdev if fmt in (0o020000, 0o060000) else 0)
+    return out
+
+
+def compare_with_umoci(lay, mnt):
+    bundle = os.path.join(TMP, 'umoci-bundle')
+    r = subprocess.run(['umoci', 'unpack', '--image', lay + ':1', bundle],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return ['umoci unpack failed: ' + r.stderr]
+    want, got = tree(os.path.join(bundle, 'rootfs')), tree(mnt)
+    diffs = ['%s: %r in umoci, %r in mount' % (p, want.get(p), got.get(p))
+             for p in sorted(set(want) | set(got)) if want.get(p) != got.get(p)]
+    subprocess.run(['rm', '-rf', bundle])
+    return diffs
+
+
+def cached_kib():
+    for line in open('/proc/meminfo'):
+        if line.startswith('Cached:'):
+            return int(line.split()[1])
+    return 0
+
+
+def page_cache_one_copy(reg, a, mounts):
+    """50 mounts of one image read one 64 MiB file: the host's page cache
+    should grow by about one copy (the view's), not fifty."""
+    r = ctl('pull', reg.addr + '/test/view:big', address=a.sock)
+    dirs = []
+    for i in range(50):
+        d = os.path.join(TMP, 'big%d' % i)
+        os.makedirs(d)
+        m = ctl('mount', reg.addr + '/test/view:big', d, address=a.sock)
+        if m.returncode == 0:
+            dirs.append(d)
+            mounts.append(d)
+        else:
+            print('info: mount %d: %s' % (i, m.stderr.strip()))
+    with open('/proc/sys/vm/drop_caches', 'w') as f:
+        f.write('1\n')
+    before = cached_kib()
+    sums = {hashlib.sha256(read(os.path.join(d, 'big'))).hexdigest() for d in dirs}
+    grown = (cached_kib() - before) / 1024.0
+    print('info: 50 mounts reading one 64 MiB file grew the page cache by %.1f MiB' % grown)
+    case('fifty_mounts_one_page_cache_copy', r.returncode == 0 and len(dirs) == 50 and
+         len(sums) == 1 and grown < 5 * 64, (r.stderr, len(dirs), len(sums), grown))
+    for d in dirs:
+        if ctl('umount', d).returncode == 0:
+            mounts.remove(d)
+
+
 def main():
     lay = layout()
     with open(CONFIG, 'w') as f:
@@ -117,7 +202,7 @@ def main():
     reg = fixture.Registry(TMP)
     daemons, mounts = [], []
     try:
-        for tag in ('1', 'single'):
+        for tag in ('1', 'single', 'deep', 'big'):
             fixture.push(lay, tag, reg, 'test/view')
         subprocess.run([BUILD + '/daxfsctl', 'mkfs', '--size', '128M', REGION], check=True,
                        capture_output=True)
@@ -136,11 +221,15 @@ def main():
         case('by_digest_links', len(links) == 2 and all(
             os.readlink(os.path.join(a.mnt, 'by-digest', x)).startswith('../l/')
             for x in links), links)
-        lower = os.path.join(a.mnt, 'l', names_a[0])
-        st = os.lstat(os.path.join(a.mnt, 'l', names_a[1], 'etc', 'motd'))
+        # Serials follow claim order, not layer order: the top layer is
+        # the one with /app.
+        top = [n for n in names_a if os.path.isdir(os.path.join(a.mnt, 'l', n, 'app'))]
+        base = [n for n in names_a if n not in top]
+        lower = os.path.join(a.mnt, 'l', base[0])
+        st = os.lstat(os.path.join(a.mnt, 'l', top[0], 'etc', 'motd'))
         case('whiteout_is_0_0_chardev', (st.st_mode & 0o170000) == 0o020000 and
              st.st_rdev == 0, oct(st.st_mode))
-        opq = os.getxattr(os.path.join(a.mnt, 'l', names_a[1], 'var', 'cache'),
+        opq = os.getxattr(os.path.join(a.mnt, 'l', top[0], 'var', 'cache'),
                           'trusted.overlay.opaque')
         case('opaque_xattr', opq == b'y', opq)
         try:
@@ -171,6 +260,14 @@ def main():
                             text=True)
         case('no_broken_entries', '?' not in ls.stdout, ls.stdout)
 
+        out = subprocess.run(['chroot', ma, '/bin/sh', '-c',
+                              '/bin/busybox cat /app/hello; ls /var/cache'],
+                             capture_output=True)
+        case('chroot_into_mount', out.returncode == 0 and
+             out.stdout == b'hello from the region\nnew\n', out)
+        diffs = compare_with_umoci(lay, ma)
+        case('mount_equals_umoci_unpack', not diffs, diffs[:10])
+
         # A writable mount keeps its changes on local disk.
         mw, up = os.path.join(TMP, 'mnt-w'), os.path.join(TMP, 'upper')
         os.makedirs(mw)
@@ -187,6 +284,19 @@ def main():
         case('mount_unknown_image_error', r.returncode != 0 and 'not in the region' in r.stderr,
              r.stderr)
 
+        # 128 layers fit one mount (relative lowerdirs).
+        md = os.path.join(TMP, 'mnt-deep')
+        os.makedirs(md)
+        r = ctl('pull', reg.addr + '/test/view:deep', address=a.sock)
+        r2 = ctl('mount', reg.addr + '/test/view:deep', md, address=a.sock)
+        if r2.returncode == 0:
+            mounts.append(md)
+        names = sorted(os.listdir(os.path.join(md, 'deep'))) if r2.returncode == 0 else []
+        want = ['%03d' % i for i in range(128) if not (i % 10 == 9 and i < 127)]
+        case('mount_128_layers', r.returncode == 0 and r2.returncode == 0 and names == want,
+             (r.stderr, r2.stderr, names[:5], len(names)))
+        page_cache_one_copy(reg, a, mounts)
+
         # daxfsd restarts under a live mount: the view and the mount go on.
         vpid = view_pid(a.mnt)
         code = a.stop()
@@ -195,9 +305,10 @@ def main():
         case('daemon_restart_keeps_view', code == 0 and view_pid(a.mnt) == vpid and
              read(os.path.join(ma, 'app', 'hello')) == b'hello from the region\n',
              (code, vpid, view_pid(a.mnt), open(a.log.name).read()[-2000:]))
-        held = [l for l in json.loads(ctl('layers', '--json', address=a.sock).stdout)['layers']
-                if l['holders']]
-        case('mounted_layers_still_held', len(held) == 2, held)
+        held = {short_id(l['serial']) for l in
+                json.loads(ctl('layers', '--json', address=a.sock).stdout)['layers']
+                if l['holders']}
+        case('mounted_layers_still_held', set(top + base) <= held, (top, base, held))
 
         # The view dies: that host's mounts lose their files, daxfsd starts
         # a new view, and new mounts work again.
