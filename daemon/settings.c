@@ -31,6 +31,8 @@ static const struct setting table[] = {
 	S("host-name", host_name, "NAME  label of this host (default: hostname)"),
 	S("root", root, "DIR  per-host state (default /var/lib/daxfs)"),
 	S("address", address, "SOCKET  control API socket (default /run/daxfs/daxfsd.sock)"),
+	S("snapshotter-address", snapshotter_address,
+	  "SOCKET  containerd snapshotter gRPC socket (default /run/daxfs/snapshotter.sock)"),
 	S("log-level", log_level, "error|warn|info|debug (default info)"),
 	S("platform", platform, "OS/ARCH[/VARIANT]  default platform to pull"),
 	S("docker-config", docker_config, "FILE  registry credentials (default ~/.docker/config.json)"),
@@ -169,6 +171,7 @@ static void defaults(struct settings *c)
 	memset(c, 0, sizeof(*c));
 	strcpy(c->root, "/var/lib/daxfs");
 	strcpy(c->address, "/run/daxfs/daxfsd.sock");
+	strcpy(c->snapshotter_address, SETTINGS_SNAPSHOTTER_ADDRESS);
 	strcpy(c->log_level, "info");
 	strcpy(c->view, "managed");
 	gethostname(c->host_name, sizeof(c->host_name) - 1);

@@ -7,12 +7,14 @@
 #include "daxfs.h"
 
 #define SETTINGS_MAX_LIST 16
+#define SETTINGS_SNAPSHOTTER_ADDRESS "/run/daxfs/snapshotter.sock"
 
 struct settings {
 	char region[4096];
 	char host_name[65];
 	char root[4096];
 	char address[4096];
+	char snapshotter_address[4096];	/* containerd's snapshots gRPC socket */
 	char log_level[16];
 	char platform[100];		/* "" = this host's */
 	char docker_config[4096];	/* "" = $HOME/.docker/config.json */

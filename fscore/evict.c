@@ -52,17 +52,22 @@ int layer_evict_finish(struct jctx *j, uint64_t rec, uint32_t from_ino)
 		if (rc < 0)
 			return rc;
 		failpoint();
-		alloc_free(fs, AREA_META, toff, tlen);
 	}
-	atomic_store_explicit(&l->tree, 0, memory_order_relaxed);
+	/* Forget the tree before freeing it: a crash in between leaks its
+	 * units (fsck reports them) but never lets a reaper read a tree
+	 * whose units someone may already reuse.  A tree pointer already
+	 * zero means an earlier evictor got this far. */
+	atomic_store_explicit(&l->tree, 0, memory_order_release);
 	l->tree_len = 0;
+	if (t)
+		alloc_free(fs, AREA_META, toff, tlen);
 	w = atomic_load_explicit(&l->state, memory_order_acquire);
 	if (DFS_LW_STATE(w) == DFS_L_EVICTING)
 		atomic_compare_exchange_strong_explicit(&l->state, &w,
 				DFS_LW(DFS_L_ABSENT, 0, 0, 0),
 				memory_order_acq_rel, memory_order_relaxed);
 	journal_close_group(j);
-	return t ? 0 : -EUCLEAN;
+	return t || !toff ? 0 : -EUCLEAN;
 }
 
 int daxfs_layer_evict(struct daxfs *fs, const uint8_t diff_id[32],

@@ -61,9 +61,15 @@ static int finish_zero(struct jctx *victim, struct jctx *mine,
 {
 	struct dfs_content *c = content_get(victim->fs, v->e->a);
 	int64_t seq;
+	uint64_t val;
 
 	if (retire_follows || !c ||
 	    DFS_RC_COUNT(atomic_load_explicit(&c->rc, memory_order_acquire)) != 0)
+		return 0;
+	/* Retired already (by an earlier reaper) if no longer indexed: its
+	 * units may be someone else's by now. */
+	if (hash_lookup(victim->fs, DFS_KIND_CONTENT, c->sha256, &val) < 0 ||
+	    val != v->e->a)
 		return 0;
 	seq = journal_append(mine, DFS_JOP_RETIRE, v->e->a, 0, 0);
 	if (seq < 0)
