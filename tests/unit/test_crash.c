@@ -550,6 +550,48 @@ TEST(baseline)
 	CHECK(n >= 2);
 }
 
+/* kill -9 of the writer after a random delay, then reap and check, as
+ * for a failpoint crash (long runs only: the timing is not repeatable). */
+static int kill_once(unsigned delay_us, struct helper *h)
+{
+	struct daxfs *fs1;
+	int st;
+
+	if (setup(&fs1) < 0)
+		return -1;
+	if (helper_start(h, 2, LEASE, "work", -1, 0) < 0)
+		goto fail;
+	usleep(delay_us);
+	kill(h->pid, SIGKILL);
+	st = helper_finish(h);
+	if (st != 0 && st != 128 + SIGKILL) {
+		fprintf(stderr, "writer exited %d\n", st);
+		goto fail;
+	}
+	if (st != 0 && reap_host_id(fs1, 2) < 0)
+		goto fail;
+	return check_all(&fs1, h);
+fail:
+	daxfs_close(fs1);
+	return -1;
+}
+
+TEST(random_kills)
+{
+	const char *s = getenv("DAXFS_CRASH_SEED");
+	unsigned seed = s ? (unsigned)strtoul(s, NULL, 0) : (unsigned)time(NULL);
+	struct helper h;
+
+	printf("info: random_kills seed %u (DAXFS_CRASH_SEED)\n", seed);
+	srand(seed);
+	for (int i = 0; i < 10; i++) {
+		unsigned delay = (unsigned)rand() % 300000;
+
+		printf("info: kill -9 after %u us\n", delay);
+		CHECK(kill_once(delay, &h) == 0);
+	}
+}
+
 /* Which step of the writer's script site fp falls in. */
 static const char *phase_of(uint64_t fp, char *buf, size_t n)
 {
@@ -902,6 +944,8 @@ CHECK_MAIN_BEGIN("test_crash")
 		RUN(reaper_dies);
 	}
 	RUN(paused_writer);
+	if (getenv("DAXFS_TEST_LONG"))
+		RUN(random_kills);
 	unlink(path);
 	printf("info: test_crash took %.1fs\n", now_s() - t0);
 CHECK_MAIN_END
