@@ -46,7 +46,7 @@ static int enter_view(json_t *r, char *back, size_t len)
 
 static int mount_here(json_t *r, const char *dir, const char *upper, unsigned long flags)
 {
-	char lower[16384], opts[24704], up[4096], work[4096];
+	char lower[16384], opts[25600], up[4224], work[4224];
 	int n = lowerdirs(r, lower, sizeof(lower));
 
 	if (n < 0) {

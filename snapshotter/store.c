@@ -415,7 +415,7 @@ int store_has_children(struct store *s, int64_t id, struct daxfs_err *err)
 	return exec_id(s, "SELECT 1 FROM snapshots WHERE parent = ? LIMIT 1", id, "read", err);
 }
 
-int store_foreach(struct store *s, int (*cb)(const struct snap_info *, void *), void *arg,
+int store_foreach(struct store *s, int (*cb)(struct snap_info *, void *), void *arg,
 		  struct daxfs_err *err)
 {
 	sqlite3_stmt *st;
@@ -441,4 +441,17 @@ int store_foreach(struct store *s, int (*cb)(const struct snap_info *, void *), 
 	}
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : db_err(s, rc, "read", err);
+}
+
+int store_last_id(struct store *s, int64_t *id, struct daxfs_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "SELECT seq FROM sqlite_sequence WHERE name = 'snapshots'", &st, err);
+
+	if (rc < 0)
+		return rc;
+	rc = sqlite3_step(st);
+	*id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(s, rc, "read", err);
 }

@@ -57,9 +57,12 @@ int store_update(struct store *s, const struct snap_info *i,
 int store_delete(struct store *s, int64_t id, struct daxfs_err *err);
 /* 1 if some snapshot has id as its parent, 0 if none, or -errno. */
 int store_has_children(struct store *s, int64_t id, struct daxfs_err *err);
-/* Every record, in id order; stops at cb's first non-zero return. */
-int store_foreach(struct store *s, int (*cb)(const struct snap_info *, void *),
+/* Every record, in id order; stops at cb's first non-zero return.  cb
+ * may keep *i by moving it out (leaving it zeroed). */
+int store_foreach(struct store *s, int (*cb)(struct snap_info *, void *),
 		  void *arg, struct daxfs_err *err);
+/* The highest id ever given out (ids are never reused), 0 if none. */
+int store_last_id(struct store *s, int64_t *id, struct daxfs_err *err);
 
 /* Labels: empty values are not kept (containerd's convention). */
 int snap_label_set(struct snap_info *i, const char *key, const char *value);
