@@ -3,7 +3,6 @@ registry.  Prints PASS:/FAIL: lines."""
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -11,26 +10,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fixture  # noqa: E402
+import harness  # noqa: E402
 import layertar  # noqa: E402
 
 BUILD = os.environ['DAXFS_BUILD']
 TMP = os.environ['DAXFS_TMP']
 REGION = os.path.join(TMP, 'region')
 CONFIG = os.path.join(TMP, 'config.json')
-results = []
+suite = harness.Suite('pull')
+case = suite.case
+ctl = harness.ctl
 
-
-def case(name, ok, detail=''):
-    results.append(bool(ok))
-    print('%s: pull/%s%s' % ('PASS' if ok else 'FAIL', name, '' if ok else ': ' + str(detail)[:2000]))
-    sys.stdout.flush()
-
-
-def ctl(*args, address=None):
-    cmd = [BUILD + '/daxfsctl'] + list(args)
-    if address:
-        cmd[2:2] = ['--address', address]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 def rich_entries():
@@ -90,31 +80,8 @@ def layout():
     return fixture.cached_layout('app-' + hashlib.sha256(src).hexdigest()[:16], build_app)
 
 
-class Daemon:
-    def __init__(self, name):
-        self.root = os.path.join(TMP, name)
-        self.sock = os.path.join(TMP, name + '.sock')
-        self.log = open(os.path.join(TMP, name + '.log'), 'w')
-        self.proc = subprocess.Popen(
-            [BUILD + '/daxfsd', '--config', CONFIG, '--region', REGION,
-             '--root', self.root, '--address', self.sock, '--host-name', name,
-             '--lease-ms', '1000', '--retries', '2', '--backoff-ms', '20', '--view', 'external',
-             '--log-level', 'debug'], stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            if os.path.exists(self.sock) and ctl('hosts', address=self.sock).returncode == 0:
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError('daxfsd %s did not start: %s' % (name, open(self.log.name).read()))
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return -9
+def Daemon(name):
+    return harness.Daemon(name, REGION, CONFIG, ['--retries', '2', '--backoff-ms', '20', '--view', 'external', '--log-level', 'debug'])
 
 
 def manifests(path):
@@ -386,7 +353,7 @@ def main():
         for d in daemons:
             d.proc.kill()
         reg.stop()
-    return 0 if all(results) else 1
+    return suite.exit_code()
 
 
 if __name__ == '__main__':

@@ -11,25 +11,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fixture  # noqa: E402
+import harness  # noqa: E402
 
 BUILD = os.environ['DAXFS_BUILD']
 TMP = os.environ['DAXFS_TMP']
 REGION = os.path.join(TMP, 'region')
 CONFIG = os.path.join(TMP, 'config.json')
-results = []
+suite = harness.Suite('view')
+case = suite.case
+ctl = harness.ctl
 
-
-def case(name, ok, detail=''):
-    results.append(bool(ok))
-    print('%s: view/%s%s' % ('PASS' if ok else 'FAIL', name, '' if ok else ': ' + str(detail)[:2000]))
-    sys.stdout.flush()
-
-
-def ctl(*args, address=None):
-    cmd = [BUILD + '/daxfsctl'] + list(args)
-    if address:
-        cmd[2:2] = ['--address', address]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 def build(path):
@@ -62,37 +53,8 @@ def layout():
     return fixture.cached_layout('view-' + hashlib.sha256(src).hexdigest()[:16], build)
 
 
-class Daemon:
-    def __init__(self, name):
-        self.name = name
-        self.root = os.path.join(TMP, name)
-        self.sock = os.path.join(TMP, name + '.sock')
-        self.mnt = os.path.join(self.root, 'mnt')
-        self.start()
-
-    def start(self):
-        self.log = open(os.path.join(TMP, self.name + '.log'), 'a')
-        self.proc = subprocess.Popen(
-            [BUILD + '/daxfsd', '--config', CONFIG, '--region', REGION, '--root', self.root,
-             '--address', self.sock, '--host-name', self.name, '--lease-ms', '1000',
-             '--view-binary', BUILD + '/daxfs-view'],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            if os.path.exists(self.sock) and ctl('hosts', address=self.sock).returncode == 0:
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError('daxfsd %s did not start: %s' % (self.name,
-                                                             open(self.log.name).read()))
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return -9
+def Daemon(name):
+    return harness.Daemon(name, REGION, CONFIG, ['--view-binary', BUILD + '/daxfs-view'])
 
 
 def view_pid(mnt):
@@ -118,14 +80,7 @@ def umount(path):
     subprocess.run(['umount', '-l', path], capture_output=True)
 
 
-def short_id(serial):
-    digits = '0123456789abcdefghijklmnopqrstuvwxyz'
-    out = ''
-    while True:
-        out = digits[serial % 36] + out
-        serial //= 36
-        if not serial:
-            return out
+short_id = harness.short_id
 
 
 def tree(root):
@@ -351,7 +306,7 @@ def main():
         reg.stop()
     r = ctl('fsck', REGION)
     case('fsck_clean', r.returncode == 0, r.stdout + r.stderr)
-    return 0 if all(results) else 1
+    return suite.exit_code()
 
 
 if __name__ == '__main__':
