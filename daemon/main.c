@@ -15,6 +15,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "snapshotter.h"
 #include "supervise.h"
 
 static struct api_server *server;
@@ -170,6 +171,9 @@ static int run(struct settings *c, struct daxfs_err *err)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	rc = snapshotter_start(c, D.fs, err);
+	if (rc < 0)
+		goto out_api;
 	if (!strcmp(c->view, "managed")) {
 		rc = supervise_start(c, err);
 		if (rc < 0)
@@ -187,6 +191,7 @@ static int run(struct settings *c, struct daxfs_err *err)
 	pthread_join(reapt, NULL);
 	supervise_stop();	/* the view itself keeps running */
 out_api:
+	snapshotter_stop();
 	api_close(server);
 	log_info("detached; bye");
 out:

@@ -456,6 +456,7 @@ static void submit_done(struct conn *k)
 static int session_new(struct conn *k)
 {
 	nghttp2_session_callbacks *cb;
+	nghttp2_option *opt;
 	nghttp2_settings_entry iv[] = {
 		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, GRPC_MAX_STREAMS },
 	};
@@ -469,7 +470,15 @@ static int session_new(struct conn *k)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, data_chunk_cb);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, frame_recv_cb);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, stream_close_cb);
-	rc = nghttp2_session_server_new(&k->h2, cb, k);
+	if (nghttp2_option_new(&opt) != 0) {
+		nghttp2_session_callbacks_del(cb);
+		return -ENOMEM;
+	}
+	/* gRPC clients on unix sockets send the socket path as :authority,
+	 * which nghttp2's HTTP checks refuse; gRPC needs none of them. */
+	nghttp2_option_set_no_http_messaging(opt, 1);
+	rc = nghttp2_session_server_new2(&k->h2, cb, k, opt);
+	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cb);
 	if (rc != 0)
 		return -ENOMEM;

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -125,7 +126,9 @@ def cached_kib():
 
 def page_cache_one_copy(reg, a, mounts):
     """50 mounts of one image read one 64 MiB file: the host's page cache
-    should grow by about one copy (the view's), not fifty."""
+    should grow by about one copy (the view's), not fifty.  The bound is
+    loose (half of fifty copies) because other work on a shared machine
+    fills the cache too; the figure is printed."""
     r = ctl('pull', reg.addr + '/test/view:big', address=a.sock)
     dirs = []
     for i in range(50):
@@ -144,7 +147,7 @@ def page_cache_one_copy(reg, a, mounts):
     grown = (cached_kib() - before) / 1024.0
     print('info: 50 mounts reading one 64 MiB file grew the page cache by %.1f MiB' % grown)
     case('fifty_mounts_one_page_cache_copy', r.returncode == 0 and len(dirs) == 50 and
-         len(sums) == 1 and grown < 5 * 64, (r.stderr, len(dirs), len(sums), grown))
+         len(sums) == 1 and grown < 25 * 64, (r.stderr, len(dirs), len(sums), grown))
     for d in dirs:
         if ctl('umount', d).returncode == 0:
             mounts.remove(d)
@@ -252,14 +255,44 @@ def main():
              (r.stderr, r2.stderr, names[:5], len(names)))
         page_cache_one_copy(reg, a, mounts)
 
-        # daxfsd restarts under a live mount: the view and the mount go on.
+        # daxfsd stops, is killed -9 and restarts under a mount that keeps
+        # reading: not one read fails, and the view stays the same process.
         vpid = view_pid(a.mnt)
+        reads = {'ok': 0, 'bad': []}
+        stop_reading = threading.Event()
+        want_big = bytes((i * 13) & 0xff for i in range(3 << 20))
+
+        def reader():
+            while not stop_reading.is_set():
+                try:
+                    ok = (read(os.path.join(ma, 'srv', 'big')) == want_big and
+                          read(os.path.join(ma, 'app', 'hello')) == b'hello from the region\n')
+                except OSError as e:
+                    ok = False
+                    reads['bad'].append(str(e))
+                if ok:
+                    reads['ok'] += 1
+                else:
+                    reads['bad'].append('wrong bytes')
+                with open('/proc/sys/vm/drop_caches', 'w') as f:
+                    f.write('1\n')	# make the next read go to the view
+        t = threading.Thread(target=reader)
+        t.start()
         code = a.stop()
         a.start()
+        time.sleep(0.5)
+        a.proc.kill()
+        a.proc.wait()
+        a.start()
         time.sleep(1.5)
-        case('daemon_restart_keeps_view', code == 0 and view_pid(a.mnt) == vpid and
-             read(os.path.join(ma, 'app', 'hello')) == b'hello from the region\n',
-             (code, vpid, view_pid(a.mnt), open(a.log.name).read()[-2000:]))
+        stop_reading.set()
+        t.join()
+        case('daemon_restarts_under_reading_mount', code == 0 and view_pid(a.mnt) == vpid and
+             reads['ok'] > 0 and not reads['bad'],
+             (code, vpid, view_pid(a.mnt), reads['ok'], reads['bad'][:3],
+              open(a.log.name).read()[-2000:]))
+        print('info: %d whole-file reads during two daemon restarts, %d failed'
+              % (reads['ok'], len(reads['bad'])))
         held = {short_id(l['serial']) for l in
                 json.loads(ctl('layers', '--json', address=a.sock).stdout)['layers']
                 if l['holders']}
