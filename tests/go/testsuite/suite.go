@@ -1,12 +1,4 @@
-// Runs containerd's snapshotter test suite against daxfsd's Snapshots
-// service on a unix socket, through containerd's own proxy client.
-//
-//	DAXFS_SNAPSHOTTER=/path/to.sock ./testsuite.test -test.run '^TestDaxfs$/^Basic$'
-//
-// The suite reuses snapshot names across its cases and every case talks
-// to the same daemon, so run one case per invocation: each case's cleanup
-// removes every snapshot the daemon still has.
-package testsuite
+package main
 
 import (
 	"context"
@@ -32,7 +24,9 @@ func dial(ctx context.Context, sock string) (*grpc.ClientConn, error) {
 		}))
 }
 
-// removeAll removes every snapshot, children before their parents.
+// removeAll removes every snapshot, children before their parents: the
+// suite reuses names from case to case and every case talks to the same
+// daemon.
 func removeAll(ctx context.Context, sn snapshots.Snapshotter) error {
 	for pass := 0; pass < 256; pass++ {
 		var infos []snapshots.Info
@@ -60,6 +54,9 @@ func removeAll(ctx context.Context, sn snapshots.Snapshotter) error {
 	return nil
 }
 
+// TestDaxfs runs the suite against the socket in DAXFS_SNAPSHOTTER.  Run
+// one case per process (-test.run '^TestDaxfs$/^CASE$'): the suite runs
+// its cases in parallel and they share names.
 func TestDaxfs(t *testing.T) {
 	sock := os.Getenv("DAXFS_SNAPSHOTTER")
 	if sock == "" {
