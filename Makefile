@@ -6,11 +6,12 @@
 #   make CC=clang O=build/clang   alternative compiler / output dir
 
 # System packages needed to build and test (installed by "make deps").
-# Later work adds registry/containerd/fuse packages here.
+# Everything make test, make bench and make bench-fuse use.
 DEPS_PKGS := build-essential clang pkg-config libssl-dev libdaxctl-dev \
 	libndctl-dev libarchive-dev libclang-rt-14-dev python3 e2fsprogs \
 	util-linux libcurl4-openssl-dev libjansson-dev libzstd-dev zstd \
 	docker-registry umoci skopeo busybox-static libfuse3-dev fuse3 \
+	debootstrap \
 	libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev libsqlite3-dev \
 	golang-go golang-github-containerd-containerd-dev containerd runc
 
@@ -228,6 +229,12 @@ bench: all
 	else \
 		echo "bench/run.sh not present, nothing to run"; \
 	fi
+
+# Reading through the FUSE view vs overlayfs on tmpfs and ext4 (root;
+# never part of "make test").
+.PHONY: bench-fuse
+bench-fuse: all $(O)/bench/bench_read
+	bash bench/fuse.sh $(O)
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -9,7 +9,10 @@
  *                                       top-level entry left out)
  *
  * -d drops the page, dentry and inode caches (echo 3 > drop_caches) just
- * before the timed part.  Reads use a 128 KiB buffer (as cat and cp do).
+ * before the timed part, then waits SETTLE_MS so that a FUSE server has
+ * answered the kernel's forgets for the dropped inodes before the clock
+ * starts (the same wait for every filesystem).  Reads use a 128 KiB
+ * buffer (as cat and cp do).
  * Each timed part prints one line "NAME seconds=S count=N bytes=B". */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +28,7 @@
 
 #define BUF_SIZE (128 * 1024)
 #define RAND_SEED 0x5eedf00dULL
+#define SETTLE_MS 300
 
 static char buf[BUF_SIZE] __attribute__((aligned(4096)));
 
@@ -49,6 +53,7 @@ static void drop_caches(void)
 	if (bench_write_all(fd, "3\n", 2) < 0)
 		die("write", "/proc/sys/vm/drop_caches", errno);
 	close(fd);
+	usleep(SETTLE_MS * 1000);
 }
 
 static void report(const char *name, int64_t t0, long count, long long bytes)

@@ -14,7 +14,11 @@ first-read (after dropping the page, dentry and inode caches) and warm.
 The region and tmpfs stay in RAM across the drop; ext4 reads its disk.
 
 Environment: DAXFS_BENCH_REPS (default 3), DAXFS_BENCH_RAND (random
-reads, default 20000), DAXFS_BENCH_CACHE (default /var/tmp/daxfs-bench).
+reads, default 20000), DAXFS_BENCH_CACHE (default /var/tmp/daxfs-bench),
+DAXFS_BENCH_JSON (a file to write every round's times to),
+DAXFS_BENCH_HOOK (a shell command run once the mounts are up, before
+measuring, with DAXFS_BENCH_VIEW, _OVL_TMPFS, _OVL_EXT4, _VIEW_PID and
+_BUILD in its environment: for profiling).
 Everything mounted, started or created is undone on the way out, also
 after an error or a signal."""
 import contextlib
@@ -79,7 +83,8 @@ def make_layout(path, rootfs_tar):
     lay = fixture.Layout(path)
     with open(rootfs_tar, 'rb') as f:
         rootfs = f.read()
-    big = random.Random(4242).randbytes(BIG_MIB << 20)
+    rnd = random.Random(4242)
+    big = b''.join(rnd.randbytes(1 << 20) for _ in range(BIG_MIB))
     top = fixture.tar_bytes([('bench', 'd', None, 0o755, {}),
                              ('bench/big', 'f', big, 0o644, {})])
     _, info = lay.image('1', [(rootfs, 'none'), (top, 'none')])
@@ -152,13 +157,14 @@ class Daxfsd:
              '--address', self.sock, '--snapshotter-address', os.path.join(work, 'snap.sock'),
              '--host-name', 'bench', '--view-binary', build + '/daxfs-view'],
             stdout=self.logf, stderr=subprocess.STDOUT)
+
+    def wait_ready(self):
         for _ in range(400):
             if os.path.exists(self.sock) and self.ctl('hosts', check=False).returncode == 0:
                 return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        self.stop()
         raise RuntimeError('daxfsd did not start: ' + open(self.logf.name).read()[-1500:])
 
     def ctl(self, cmd, *args, check=True):
@@ -188,6 +194,11 @@ class Daxfsd:
         self.logf.close()
 
 
+def detach_loops(img):
+    for line in run(['losetup', '-j', img]).splitlines():
+        quiet(['losetup', '-d', line.split(':', 1)[0]])
+
+
 # ---- the comparison trees ----
 
 def extract(blobs, parent):
@@ -203,7 +214,6 @@ def extract(blobs, parent):
 
 
 def overlay(lower, target):
-    os.makedirs(target)
     run(['mount', '-t', 'overlay', 'overlay', '-o',
          'ro,nosuid,nodev,lowerdir=%s,%s' % (lower, OVL_OPTS), target])
 
@@ -251,7 +261,7 @@ def measure(build, mounts):
         for t in order:
             m = mounts[t]
             big = os.path.join(m, 'bench', 'big')
-            for args in (['seq', big], ['rand', big, str(NRAND)], ['walk', m]):
+            for args in (['seq', big], ['rand', big, str(NRAND)], ['walk', m, 'bench']):
                 for mode in ('first', 'warm'):
                     res = bench_read(build, (['-d'] if mode == 'first' else []) + args)
                     if 'stat' in res:
@@ -276,7 +286,7 @@ def report(times, counts, desc):
     print()
     print('reading through the daxfs view vs overlayfs on tmpfs and on ext4 (loop image)')
     print('tree: %s, %d entries, %d files, %.1f MiB; median of %d rounds, times in ms'
-          % (desc, counts['stat'][0], counts['read'][0], counts['read'][2] / 1048576.0, REPS))
+          % (desc, counts['stat'][0], counts['read'][0], counts['read'][1] / 1048576.0, REPS))
     print('ratio = view time / other time (1.00 = as fast; above 1 the view is slower)')
     print()
     hdr = '%-33s %-6s %9s %9s %9s %11s %10s  %s' % (
@@ -307,6 +317,12 @@ def report(times, counts, desc):
         print('NOTE: the tree is generated, not a Debian rootfs (debootstrap not possible here)')
 
 
+def remove(path):
+    """rm -rf path, never into something still mounted below it."""
+    fuse_rootfs.umount_below(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def need_space(path, mib):
     st = os.statvfs(path)
     if st.f_bavail * st.f_frsize < mib << 20:
@@ -332,80 +348,102 @@ def main():
     print('daxfs FUSE view read benchmark: %d CPUs, kernel %s' % (os.cpu_count(),
                                                                   os.uname().release))
     with contextlib.ExitStack() as undo:
-        def later(fn, *a):
-            def safe():
-                try:
-                    fn(*a)
-                except Exception as e:	# keep undoing the rest
-                    print('cleanup: %s' % e, file=sys.stderr)
-            undo.callback(safe)
-
-        need_space('/dev/shm', 2600)
-        need_space(tempfile.gettempdir(), 1100)
-        rootfs, desc = fuse_rootfs.rootfs_tar(log)
-        log('tree: %s (%s)' % (desc, rootfs))
-        lay, blobs = layout(rootfs)
-        shm = tempfile.mkdtemp(dir='/dev/shm', prefix='daxfs-fuse-bench.')
-        later(shutil.rmtree, shm, True)
-        disk = tempfile.mkdtemp(dir='/var/tmp', prefix='daxfs-fuse-bench.')
-        later(shutil.rmtree, disk, True)
-
-        t0 = time.monotonic()
-        reg = fixture.Registry(shm)
-        later(reg.stop)
-        fixture.push(lay, '1', reg, IMAGE.split(':')[0])
-        region = os.path.join(shm, 'region')
-        run([build + '/daxfsctl', 'mkfs', '--size', '1G', region])
-        d = Daxfsd(build, shm, region)
-        later(d.stop)
-        ref = reg.addr + '/' + IMAGE
-        d.ctl('pull', ref)
-        mounts = {t: os.path.join(shm, 'm-' + t) for t in TARGETS}
-        os.makedirs(mounts['view'])
-        d.ctl('mount', ref, mounts['view'])
-        later(umount, mounts['view'])
-        log('registry, push, daxfsd pull and mount: %.1f s' % (time.monotonic() - t0))
-
-        t0 = time.monotonic()
-        tmpfs = os.path.join(shm, 'tmpfs')
-        os.makedirs(tmpfs)
-        run(['mount', '-t', 'tmpfs', '-o', 'size=1G', 'daxfs-bench', tmpfs])
-        later(umount, tmpfs)
-        overlay(extract(blobs, tmpfs), mounts['ovl-tmpfs'])
-        later(umount, mounts['ovl-tmpfs'])
-
-        img, ext4 = os.path.join(disk, 'ext4.img'), os.path.join(shm, 'ext4')
-        run(['truncate', '-s', '1G', img])
-        run(['mkfs.ext4', '-q', '-F', img])
-        dio = 'on'
         try:
-            loop = run(['losetup', '--find', '--show', '--direct-io=on', img]).strip()
-        except RuntimeError:
-            dio = 'off'
-            loop = run(['losetup', '--find', '--show', img]).strip()
-        later(quiet, ['losetup', '-d', loop])
-        os.makedirs(ext4)
-        run(['mount', loop, ext4])
-        later(umount, ext4)
-        overlay(extract(blobs, ext4), mounts['ovl-ext4'])
-        later(umount, mounts['ovl-ext4'])
-        run(['sync', '-f', ext4])
-        log('comparison trees on tmpfs and on ext4 (%s, direct-io %s): %.1f s'
-            % (loop, dio, time.monotonic() - t0))
+            return run_all(build, undo, start)
+        finally:
+            # Undo everything even if another signal comes.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
 
-        t0 = time.monotonic()
-        want = tree(mounts['view'])
-        for t in TARGETS[1:]:
-            got = tree(mounts[t])
-            if got != want:
-                diff = [p for p in sorted(set(want) | set(got)) if want.get(p) != got.get(p)]
-                raise RuntimeError('%s differs from the view: %s' % (t, diff[:5]))
-        log('the three mounts hold the same %d entries: %.1f s'
-            % (len(want), time.monotonic() - t0))
 
-        times, counts = measure(build, mounts)
-        report(times, counts, desc)
-    print('total time %.0f s' % (time.monotonic() - start))
+def run_all(build, undo, start):
+    def later(fn, *a):
+        def safe():
+            try:
+                fn(*a)
+            except Exception as e:	# keep undoing the rest
+                print('cleanup: %s' % e, file=sys.stderr)
+        undo.callback(safe)
+
+    need_space('/dev/shm', 2600)
+    need_space('/var/tmp', 1100)
+    rootfs, desc = fuse_rootfs.rootfs_tar(log)
+    log('tree: %s (%s)' % (desc, rootfs))
+    lay, blobs = layout(rootfs)
+    shm = tempfile.mkdtemp(dir='/dev/shm', prefix='daxfs-fuse-bench.')
+    later(remove, shm)
+    disk = tempfile.mkdtemp(dir='/var/tmp', prefix='daxfs-fuse-bench.')
+    later(remove, disk)
+
+    t0 = time.monotonic()
+    reg = fixture.Registry(shm)
+    later(reg.stop)
+    fixture.push(lay, '1', reg, IMAGE.split(':')[0])
+    region = os.path.join(shm, 'region')
+    run([build + '/daxfsctl', 'mkfs', '--size', '1G', region])
+    d = Daxfsd(build, shm, region)
+    later(d.stop)
+    d.wait_ready()
+    ref = reg.addr + '/' + IMAGE
+    d.ctl('pull', ref)
+    mounts = {t: os.path.join(shm, 'm-' + t) for t in TARGETS}
+    for m in mounts.values():
+        os.makedirs(m)
+    later(umount, mounts['view'])
+    d.ctl('mount', ref, mounts['view'])
+    log('registry, push, daxfsd pull and mount: %.1f s' % (time.monotonic() - t0))
+
+    t0 = time.monotonic()
+    tmpfs = os.path.join(shm, 'tmpfs')
+    os.makedirs(tmpfs)
+    later(umount, tmpfs)
+    run(['mount', '-t', 'tmpfs', '-o', 'size=1G', 'daxfs-bench', tmpfs])
+    later(umount, mounts['ovl-tmpfs'])
+    overlay(extract(blobs, tmpfs), mounts['ovl-tmpfs'])
+
+    img, ext4 = os.path.join(disk, 'ext4.img'), os.path.join(shm, 'ext4')
+    run(['truncate', '-s', '1G', img])
+    run(['mkfs.ext4', '-q', '-F', img])
+    dio = 'on'
+    later(detach_loops, img)
+    try:
+        loop = run(['losetup', '--find', '--show', '--direct-io=on', img]).strip()
+    except RuntimeError:
+        dio = 'off'
+        loop = run(['losetup', '--find', '--show', img]).strip()
+    os.makedirs(ext4)
+    later(umount, ext4)
+    run(['mount', loop, ext4])
+    later(umount, mounts['ovl-ext4'])
+    overlay(extract(blobs, ext4), mounts['ovl-ext4'])
+    run(['sync', '-f', ext4])
+    log('comparison trees on tmpfs and on ext4 (%s, direct-io %s): %.1f s'
+        % (loop, dio, time.monotonic() - t0))
+
+    t0 = time.monotonic()
+    want = tree(mounts['view'])
+    for t in TARGETS[1:]:
+        got = tree(mounts[t])
+        if got != want:
+            diff = [p for p in sorted(set(want) | set(got)) if want.get(p) != got.get(p)]
+            raise RuntimeError('%s differs from the view: %s' % (t, diff[:5]))
+    log('the three mounts hold the same %d entries: %.1f s'
+        % (len(want), time.monotonic() - t0))
+
+    hook = os.environ.get('DAXFS_BENCH_HOOK')
+    if hook:
+        env = dict(os.environ, DAXFS_BENCH_BUILD=build,
+                   DAXFS_BENCH_VIEW_PID=' '.join(map(str, view_pids(d.mnt))),
+                   **{'DAXFS_BENCH_' + t.upper().replace('-', '_'): m
+                      for t, m in mounts.items()})
+        log('running DAXFS_BENCH_HOOK')
+        subprocess.run(['bash', '-c', hook], env=env)
+    times, counts = measure(build, mounts)
+    if os.environ.get('DAXFS_BENCH_JSON'):
+        with open(os.environ['DAXFS_BENCH_JSON'], 'w') as f:
+            json.dump({' '.join(k): v for k, v in times.items()}, f, indent=1)
+    report(times, counts, desc)
+    print('total time %.0f s (before cleanup)' % (time.monotonic() - start))
     return 0
 
 

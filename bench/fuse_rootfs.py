@@ -138,7 +138,7 @@ def generated(dst):
         for i in range(rnd.randint(20, 80)):
             dirs.append('%s/d%03d' % (t, i))
     total, budget, files = 0, 116 << 20, []
-    for i in range(4700):
+    for i in range(5200):
         size = min(int(rnd.lognormvariate(8.0, 1.6)), 8 << 20)
         files.append(('%s/f%05d' % (rnd.choice(dirs), i), size))
         total += size
@@ -190,6 +190,9 @@ def rootfs_tar(log=print):
         if not os.path.exists(gen):
             generated(tmp)
             os.rename(tmp, gen)
+            for old in glob.glob(os.path.join(CACHE, 'rootfs-*-generated.tar')):
+                if old != gen:
+                    os.unlink(old)
         return gen, 'GENERATED tree (debootstrap not possible here), shaped like Debian minbase'
     finally:
         if os.path.exists(tmp):

@@ -9,7 +9,10 @@
  * Handlers are thin: op() calls do_op(), which returns an errno, then
  * exactly one fuse_reply_*.  A layer stays open (its holder bit set)
  * while the kernel holds any node of it (lookup counts, see forget). */
-#define FUSE_USE_VERSION 34
+/* 3.12: fuse_session_loop_mt takes the loop configuration as built by
+ * fuse_loop_cfg_create(); under an older version libfuse would read it as
+ * the old struct and start a thread per request. */
+#define FUSE_USE_VERSION 312
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +43,7 @@ struct vlayer {
 
 struct view {
 	struct daxfs *fs;
+	bool no_open;			/* the kernel may skip open/opendir */
 	struct fuse_session *se;
 	double entry_timeout;
 	uint32_t poll_ms;
@@ -525,6 +529,12 @@ static void op_open(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
+	/* Opening holds no state here: let the kernel stop asking (it then
+	 * keeps its page cache across opens itself). */
+	if (V(req)->no_open) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	/* Layers never change: the page cache may keep what it read. */
 	fi->keep_cache = 1;
 	(void)node;
@@ -750,9 +760,21 @@ static void erofs_create(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
 	op_erofs(req);
 }
 
+static void op_opendir(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
+{
+	(void)node;
+	if (V(req)->no_open)
+		fuse_reply_err(req, ENOSYS);	/* as for open */
+	else
+		fuse_reply_open(req, fi);
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct view *v = userdata;
+
+	v->no_open = (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) &&
+		     (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT);
 	/* Reads are served from memory: no need for the kernel to split
 	 * them, and large reads cost one request. */
 	conn->max_readahead = 1 << 20;
@@ -769,7 +791,7 @@ static const struct fuse_lowlevel_ops ops = {
 	.readlink = op_readlink,
 	.open = op_open,
 	.read = op_read,
-	.opendir = NULL,
+	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.getxattr = op_getxattr,
 	.listxattr = op_listxattr,
