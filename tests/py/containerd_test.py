@@ -33,6 +33,7 @@ SNAP_SOCK = os.path.join(TMP, 'snapshotter.sock')
 CTRD = os.path.join(TMP, 'ctrd')
 CTRD_SOCK = os.path.join(CTRD, 'containerd.sock')
 suite = harness.Suite('containerd')
+FIGURES = {}
 case = suite.case
 
 
@@ -156,8 +157,10 @@ def check_remote(reg, lay, host, helper):
     case('daxfsctl_pull', r.returncode == 0, r.stderr)
     time.sleep(1.0)	# the view rescans its layers twice a second
     before = len(reg.blob_gets())
+    t0 = time.time()
     r = subprocess.run([helper, 'pull', CTRD_SOCK, 'daxfs', ref], capture_output=True,
                        text=True, timeout=120)
+    FIGURES['daxfs_pull'] = time.time() - t0
     case('unpacker_pull', r.returncode == 0, r.stdout + r.stderr)
     fetched = [g for g in reg.blob_gets()[before:]
                if any(d in g for d in layer_digests(lay, 'remote'))]
@@ -170,6 +173,42 @@ def check_remote(reg, lay, host, helper):
     r = run(ref, 'remote-cat', '/bin/busybox', 'cat', '/srv/hello')
     case('remote_rootfs', r.stdout == 'hello from the region\n', r.stdout + r.stderr)
     return ref
+
+
+def timed(fn, n=1):
+    """Median wall time of n calls of fn (seconds) and the last result."""
+    times, r = [], None
+    for _ in range(n):
+        t0 = time.time()
+        r = fn()
+        times.append(time.time() - t0)
+    return sorted(times)[len(times) // 2], r
+
+
+def compare_overlayfs(reg, helper, ref):
+    """Figures, not checks: the same pull through containerd's unpacker
+    and the same container start, on daxfs and on containerd's own
+    overlayfs snapshotter, in this run (printed as info lines)."""
+    def pull(snap):
+        return subprocess.run([helper, 'pull', CTRD_SOCK, snap, ref], capture_output=True,
+                              text=True, timeout=120)
+
+    def start(snap):
+        return ctr('run', '--rm', '--snapshotter', snap, '--runc-root',
+                   os.path.join(TMP, 'runc'), ref, 'cmp-%s-%d-%f' % (snap, os.getpid(),
+                                                                    time.time()),
+                   '/bin/busybox', 'true')
+    t_dax = FIGURES.get('daxfs_pull', 0.0)
+    t_ovl, r = timed(lambda: pull('overlayfs'))
+    if r.returncode != 0:
+        print('info: overlayfs comparison skipped: %s' % (r.stdout + r.stderr).strip()[:300])
+        return
+    s_dax, _ = timed(lambda: start('daxfs'), 5)
+    s_ovl, r = timed(lambda: start('overlayfs'), 5)
+    print('info: unpacker pull of %s: daxfs (layers in the region) %.3f s, '
+          'overlayfs (downloads and unpacks) %.3f s' % (ref, t_dax, t_ovl))
+    print('info: ctr run --rm (median of 5): daxfs %.3f s, overlayfs %.3f s%s'
+          % (s_dax, s_ovl, '' if r.returncode == 0 else ' (overlayfs run failed)'))
 
 
 def check_local(reg, host):
@@ -221,6 +260,7 @@ def main():
             '--snapshotter-address', SNAP_SOCK, '--view-binary', BUILD + '/daxfs-view'])
         ctrd = Containerd()
         refs = [check_remote(reg, lay, host, helper), check_local(reg, host)]
+        compare_overlayfs(reg, helper, refs[0])
         check_gc(host, refs)
     finally:
         if ctrd:
