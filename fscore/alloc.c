@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "cache.h"
@@ -62,6 +64,8 @@ static int actx_load(struct jctx *j, int which)
 	if (ac->loaded)
 		return 0;
 	ac->n = 0;
+	ac->cur = 0;
+	ac->hint = 0;
 	for (uint64_t c = 0; c < a->g.nchunks; c++)
 		if (atomic_load_explicit(&a->owners[c], memory_order_acquire) == me &&
 		    actx_push(ac, c) < 0)
@@ -70,14 +74,16 @@ static int actx_load(struct jctx *j, int which)
 	return 0;
 }
 
-/* Longest run search: first run of at least min units (prefers want). */
-static bool chunk_find(struct area *a, uint64_t chunk, uint64_t want,
-		       uint64_t min, uint64_t *first, uint64_t *count)
+/* Longest run search from bitmap word from on: first run of at least min
+ * units (prefers want). */
+static bool chunk_find(struct area *a, uint64_t chunk, uint64_t from,
+		       uint64_t want, uint64_t min, uint64_t *first,
+		       uint64_t *count)
 {
 	_Atomic uint64_t *w = chunk_words(a, chunk);
 	uint64_t start = 0, run = 0, best = 0, best_start = 0;
 
-	for (uint64_t i = 0; i < a->words_per_chunk; i++) {
+	for (uint64_t i = from; i < a->words_per_chunk; i++) {
 		uint64_t v = atomic_load_explicit(&w[i], memory_order_relaxed);
 
 		if (v == 0 && run + 64 <= want) {
@@ -150,6 +156,47 @@ static bool chunk_takeable(struct daxfs *fs, int which, uint64_t c, uint64_t w)
 	}
 }
 
+/* Map the pages of a chunk we just took into this process at once.  The
+ * context fills the chunk next; on a region file each first write to a
+ * page would otherwise take a page fault of its own, and on tmpfs those
+ * faults are most of the cost of writing fresh memory (one madvise call
+ * per chunk is cheaper than a fault per page).  A hint only: the contents
+ * are untouched, and if it fails the writes fault the pages in as before.
+ * Done once per chunk and process: the pages stay mapped, and walking
+ * mapped pages again still costs a good part of a fault each. */
+static void chunk_prefault(struct daxfs *fs, int which, uint64_t c)
+{
+#ifdef MADV_POPULATE_WRITE
+	struct area *a = area_of(fs, which);
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t p = (uintptr_t)fs->base + a->g.base + (c << a->g.chunk_shift);
+	uintptr_t e = p + (1ULL << a->g.chunk_shift);
+	uint64_t *done;
+	bool first;
+
+	if (fs->readonly || !pg || (pg & (pg - 1)))
+		return;
+	pthread_mutex_lock(&fs->lock);
+	if (!fs->prefaulted[which])
+		fs->prefaulted[which] = calloc((a->g.nchunks + 63) / 64,
+					       sizeof(uint64_t));
+	done = fs->prefaulted[which];
+	first = done && !(done[c / 64] & (1ULL << (c % 64)));
+	if (first)
+		done[c / 64] |= 1ULL << (c % 64);
+	pthread_mutex_unlock(&fs->lock);
+	if (!first)
+		return;
+	p &= ~(pg - 1);
+	e = (e + pg - 1) & ~(pg - 1);
+	(void)madvise((void *)p, e - p, MADV_POPULATE_WRITE);
+#else
+	(void)fs;
+	(void)which;
+	(void)c;
+#endif
+}
+
 /* Claim n consecutive chunks (n = 1 for ordinary allocations). */
 static int chunk_claim(struct jctx *j, int which, uint64_t n, uint64_t *first)
 {
@@ -171,6 +218,7 @@ static int chunk_claim(struct jctx *j, int which, uint64_t n, uint64_t *first)
 				break;
 			if (actx_push(ac, c + k) < 0)
 				return -ENOMEM;
+			chunk_prefault(j->fs, which, c + k);
 		}
 		if (k == n) {
 			*first = c;
@@ -216,11 +264,24 @@ int alloc_find(struct jctx *j, int which, uint64_t bytes, uint64_t min_bytes,
 	}
 	if (want > a->units_per_chunk)
 		want = a->units_per_chunk;
+	/* Where the last allocation ended (or where this context gave units
+	 * back since, alloc_rewind), the current chunk is most likely free: a
+	 * whole run of want units from there is taken without scanning the
+	 * chunk's full words from its start again (a scan per file, as long
+	 * as the chunk is).  Otherwise the full search, as before: units
+	 * others freed behind the hint are found there, and a new chunk is
+	 * claimed only when no owned chunk has a run of min units. */
+	if (ac->n && ac->cur < ac->n && ac->hint &&
+	    chunk_find(a, ac->chunks[ac->cur], ac->hint, want, want, &first,
+		       &count)) {
+		c = ac->chunks[ac->cur];
+		goto found;
+	}
 	for (uint32_t i = 0; i < ac->n; i++) {
 		uint32_t k = (ac->cur + i) % ac->n;
 
 		c = ac->chunks[k];
-		if (chunk_find(a, c, want, min, &first, &count)) {
+		if (chunk_find(a, c, 0, want, min, &first, &count)) {
 			ac->cur = k;
 			goto found;
 		}
@@ -231,12 +292,29 @@ int alloc_find(struct jctx *j, int which, uint64_t bytes, uint64_t min_bytes,
 		rc = chunk_claim(j, which, 1, &c);
 		if (rc < 0)
 			return rc;
-	} while (!chunk_find(a, c, want, min, &first, &count));
+	} while (!chunk_find(a, c, 0, want, min, &first, &count));
 	ac->cur = ac->n - 1;
 found:
+	ac->hint = (first + count) / 64;
 	*off = a->g.base + (c << a->g.chunk_shift) + first * ub;
 	*len = count * ub;
 	return 0;
+}
+
+void alloc_rewind(struct jctx *j, int which, uint64_t off)
+{
+	struct area *a = area_of(j->fs, which);
+	struct alloc_ctx *ac = &j->fs->actx[j->ctx][which];
+	uint64_t rel, word;
+
+	if (!ac->n || ac->cur >= ac->n || !area_contains(a, off, 1))
+		return;
+	rel = off - a->g.base;
+	if (rel >> a->g.chunk_shift != ac->chunks[ac->cur])
+		return;
+	word = ((rel & ((1ULL << a->g.chunk_shift) - 1)) >> a->g.unit_shift) / 64;
+	if (word < ac->hint)
+		ac->hint = word;
 }
 
 /* Apply op to the bitmap words covering [off, off+len). */
@@ -346,4 +424,6 @@ void alloc_state_free(struct daxfs *fs)
 			free(fs->actx[c][w].chunks);
 	free(fs->orphan_seen[0]);
 	free(fs->orphan_seen[1]);
+	free(fs->prefaulted[0]);
+	free(fs->prefaulted[1]);
 }

@@ -18,6 +18,10 @@ static inline struct area *area_of(struct daxfs *fs, int which)
 int alloc_find(struct jctx *j, int which, uint64_t bytes, uint64_t min_bytes,
 	       uint64_t *off, uint64_t *len);
 void alloc_mark(struct daxfs *fs, int which, uint64_t off, uint64_t len);
+/* Units at off that j's context found were given back (a dropped copy, an
+ * aborted file): its next search in that chunk starts no later than there,
+ * so the hole is filled first, as a search from the chunk start would. */
+void alloc_rewind(struct jctx *j, int which, uint64_t off);
 /* Clear the units of [off, off+len); idempotent. */
 void alloc_free(struct daxfs *fs, int which, uint64_t off, uint64_t len);
 /* Are all units of the extent set? */

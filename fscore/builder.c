@@ -42,6 +42,8 @@ struct binode {
 
 struct bdent {
 	char *name;
+	uint32_t len;		/* strlen(name) */
+	uint32_t dir;		/* the directory holding it */
 	uint32_t ino;
 	bool gone;
 };
@@ -60,6 +62,10 @@ struct daxfs_layer_builder {
 	uint32_t ninodes, capinodes;
 	struct bdent *dents;
 	uint32_t ndents, capdents;
+	/* Dirent indexes by (directory, name), open addressing; DENT_NONE
+	 * marks a free slot.  Kept under half full. */
+	uint32_t *index;
+	uint32_t index_cap;
 	struct content_writer w;
 	bool writing;
 	uint32_t writing_ino;
@@ -99,20 +105,77 @@ static int new_inode(struct daxfs_layer_builder *b, uint32_t mode, uint32_t *out
 	return 0;
 }
 
+/* Name lookups go through a hash of (directory, name) rather than a scan
+ * of the directory's entries: a layer with a large directory (tens of
+ * thousands of files, as in some /usr/share trees) would otherwise cost
+ * time quadratic in its size. */
+#define DENT_NONE UINT32_MAX
+
+static uint64_t dent_hash(uint32_t dir, const char *name, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ ((uint64_t)dir * 0x9e3779b97f4a7c15ULL);
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)name[i]) * 0x100000001b3ULL;	/* FNV-1a */
+	return h ^ (h >> 31);
+}
+
+static void index_put(uint32_t *index, uint32_t cap, const struct bdent *e,
+		      uint32_t dent)
+{
+	uint64_t i = dent_hash(e->dir, e->name, e->len);
+
+	while (index[i & (cap - 1)] != DENT_NONE)
+		i++;
+	index[i & (cap - 1)] = dent;
+}
+
+/* Room in the index for one more entry.  Removed entries are left out
+ * when it is rebuilt: they are never found again. */
+static int index_reserve(struct daxfs_layer_builder *b)
+{
+	uint32_t cap = b->index_cap ? b->index_cap : 256, *idx;
+
+	if ((uint64_t)(b->ndents + 1) * 2 <= b->index_cap)
+		return 0;
+	while ((uint64_t)(b->ndents + 1) * 2 > cap) {
+		if (cap > UINT32_MAX / 2)
+			return -ENOMEM;
+		cap *= 2;
+	}
+	idx = malloc((size_t)cap * sizeof(*idx));
+	if (!idx)
+		return -ENOMEM;
+	memset(idx, 0xff, (size_t)cap * sizeof(*idx));	/* all DENT_NONE */
+	for (uint32_t i = 0; i < b->ndents; i++)
+		if (!b->dents[i].gone)
+			index_put(idx, cap, &b->dents[i], i);
+	free(b->index);
+	b->index = idx;
+	b->index_cap = cap;
+	return 0;
+}
+
 static int find_kid(struct daxfs_layer_builder *b, uint32_t dir,
 		    const char *name, size_t len, uint32_t *dent)
 {
-	struct binode *d = &b->inodes[dir];
+	uint64_t i;
 
-	for (uint32_t i = 0; i < d->nkids; i++) {
-		struct bdent *e = &b->dents[d->kids[i]];
+	if (!b->index_cap)
+		return -ENOENT;
+	for (i = dent_hash(dir, name, len);; i++) {
+		uint32_t k = b->index[i & (b->index_cap - 1)];
+		struct bdent *e;
 
-		if (!e->gone && strlen(e->name) == len && !memcmp(e->name, name, len)) {
-			*dent = d->kids[i];
+		if (k == DENT_NONE)
+			return -ENOENT;
+		e = &b->dents[k];
+		if (!e->gone && e->dir == dir && e->len == len &&
+		    !memcmp(e->name, name, len)) {
+			*dent = k;
 			return 0;
 		}
 	}
-	return -ENOENT;
 }
 
 static int add_kid(struct daxfs_layer_builder *b, uint32_t dir,
@@ -121,15 +184,20 @@ static int add_kid(struct daxfs_layer_builder *b, uint32_t dir,
 	struct binode *d = &b->inodes[dir];
 	struct bdent *e;
 
-	if (grow((void **)&b->dents, &b->capdents, b->ndents + 1, sizeof(*e)) ||
-	    grow((void **)&d->kids, &d->capkids, d->nkids + 1, sizeof(uint32_t)))
+	if (len > UINT32_MAX ||
+	    grow((void **)&b->dents, &b->capdents, b->ndents + 1, sizeof(*e)) ||
+	    grow((void **)&d->kids, &d->capkids, d->nkids + 1, sizeof(uint32_t)) ||
+	    index_reserve(b))
 		return -ENOMEM;
 	e = &b->dents[b->ndents];
 	e->name = strndup(name, len);
 	if (!e->name)
 		return -ENOMEM;
+	e->len = (uint32_t)len;
+	e->dir = dir;
 	e->ino = ino;
 	e->gone = false;
+	index_put(b->index, b->index_cap, e, b->ndents);
 	d->kids[d->nkids++] = b->ndents++;
 	b->inodes[ino].nlink++;
 	return 0;
@@ -404,9 +472,10 @@ static int node_fill(struct binode *n, const struct daxfs_entry *e,
 	return set_xattrs(n, e, err);
 }
 
+/* Add (or update) entry name of dir; *out is its inode. */
 static int add_node(struct daxfs_layer_builder *b, uint32_t dir,
 		    const char *name, const struct daxfs_entry *e,
-		    struct daxfs_err *err)
+		    uint32_t *out, struct daxfs_err *err)
 {
 	bool is_dir = S_ISDIR(e->mode) || e->opaque;
 	uint32_t mode = e->whiteout ? S_IFCHR : e->mode, dent, ino;
@@ -416,6 +485,7 @@ static int add_node(struct daxfs_layer_builder *b, uint32_t dir,
 		mode = S_IFDIR | (e->mode & 07777);
 	if (find_kid(b, dir, name, strlen(name), &dent) == 0) {
 		ino = b->dents[dent].ino;
+		*out = ino;
 		if (is_dir && S_ISDIR(b->inodes[ino].mode)) {
 			/* A directory again: keep its entries.  An opaque
 			 * marker alone only sets the flag. */
@@ -430,6 +500,7 @@ static int add_node(struct daxfs_layer_builder *b, uint32_t dir,
 	rc = new_inode(b, mode, &ino);
 	if (rc < 0)
 		return rc;
+	*out = ino;
 	if (is_dir)
 		b->inodes[ino].content = dir;	/* parent, see parent_of */
 	rc = add_kid(b, dir, name, strlen(name), ino);
@@ -486,11 +557,9 @@ int daxfs_builder_add(struct daxfs_layer_builder *b,
 		rc = add_hardlink(b, dir, last, e, err);
 		goto out;
 	}
-	rc = add_node(b, dir, last, e, err);
+	rc = add_node(b, dir, last, e, &ino, err);
 	if (rc < 0)
 		goto out;
-	find_kid(b, dir, last, strlen(last), &ino);
-	ino = b->dents[ino].ino;
 	b->files++;
 	if (S_ISLNK(e->mode)) {
 		free(b->inodes[ino].link);
@@ -605,7 +674,7 @@ static int tree_plan(struct daxfs_layer_builder *b, uint32_t **order,
 			if (e->gone)
 				continue;
 			(*ndirents)++;
-			*strbytes += strlen(e->name);
+			*strbytes += e->len;
 			if (b->inodes[e->ino].out == UINT32_MAX) {
 				b->inodes[e->ino].out = tail;
 				q[tail++] = e->ino;
@@ -668,7 +737,7 @@ static int tree_fill(struct daxfs_layer_builder *b, struct tree_out *t,
 				struct dfs_dirent *od = &t->dirents[dpos];
 				uint32_t m = b->inodes[e->ino].mode;
 
-				od->name_len = (uint16_t)strlen(e->name);
+				od->name_len = (uint16_t)e->len;
 				od->name_off = put_string(t, e->name, od->name_len);
 				od->ino = b->inodes[e->ino].out;
 				od->type = (uint8_t)((m & S_IFMT) >> 12);
@@ -839,6 +908,7 @@ static void builder_free(struct daxfs_layer_builder *b)
 		free(b->dents[i].name);
 	free(b->inodes);
 	free(b->dents);
+	free(b->index);
 	free(b->deferred);
 	if (b->ctx >= 0)
 		ctx_release(b->fs, b->ctx);

@@ -2,7 +2,9 @@
  *
  * The active policy is one pointer to a constant description, swapped
  * atomically by cache_init(), so a reader always sees a consistent
- * flush/invalidate/fence triple even if the mode is switched under it. */
+ * flush/invalidate/fence triple even if the mode is switched under it.
+ * cache.h handles the coherent case inline, behind cache_noncoherent
+ * (stored after the policy); the functions here reload the policy. */
 #include "cache.h"
 
 #include <errno.h>
@@ -50,6 +52,7 @@ static const struct cache_policy policy_clwb_clflushopt = {
 
 static _Atomic(const struct cache_policy *) cache_policy = &policy_coherent;
 static atomic_size_t cache_line = 64;
+atomic_int cache_noncoherent;
 
 static const struct cache_policy *policy_get(void)
 {
@@ -132,6 +135,7 @@ int cache_init(enum cache_mode mode)
 	case CACHE_COHERENT:
 		atomic_store_explicit(&cache_policy, &policy_coherent,
 				      memory_order_release);
+		atomic_store_explicit(&cache_noncoherent, 0, memory_order_release);
 		return 0;
 	case CACHE_NONCOHERENT:
 #if defined(__x86_64__)
@@ -145,6 +149,7 @@ int cache_init(enum cache_mode mode)
 		atomic_store_explicit(&cache_line, line, memory_order_relaxed);
 		atomic_store_explicit(&cache_policy, pol,
 				      memory_order_release);
+		atomic_store_explicit(&cache_noncoherent, 1, memory_order_release);
 		return 0;
 	}
 #else
@@ -169,7 +174,7 @@ size_t cache_line_size(void)
 	return atomic_load_explicit(&cache_line, memory_order_relaxed);
 }
 
-void cache_flush(const void *p, size_t len)
+void cache_flush_lines(const void *p, size_t len)
 {
 #if defined(__x86_64__)
 	const struct cache_policy *pol = policy_get();
@@ -182,7 +187,7 @@ void cache_flush(const void *p, size_t len)
 #endif
 }
 
-void cache_invalidate(const void *p, size_t len)
+void cache_invalidate_lines(const void *p, size_t len)
 {
 #if defined(__x86_64__)
 	const struct cache_policy *pol = policy_get();

@@ -39,6 +39,7 @@
 #ifndef DAXFS_CACHE_H
 #define DAXFS_CACHE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 enum cache_mode {
@@ -61,8 +62,31 @@ const char *cache_mode_name(void);
 /* Cache line size used for stepping through ranges, in bytes. */
 size_t cache_line_size(void);
 
-void cache_flush(const void *p, size_t len);
-void cache_invalidate(const void *p, size_t len);
 void cache_fence(void);
+
+/* The work of cache_flush and cache_invalidate when the mode may be
+ * non-coherent; call those, not these. */
+void cache_flush_lines(const void *p, size_t len);
+void cache_invalidate_lines(const void *p, size_t len);
+/* Nonzero while the mode is CACHE_NONCOHERENT (set by cache_init after
+ * the policy it selects). */
+extern atomic_int cache_noncoherent;
+
+/* In coherent mode flush and invalidate do nothing: the mode check is
+ * inline, so hot paths (every hash slot read, every insert) pay one load
+ * instead of a call into cache.c.  The out-of-line work re-reads the
+ * policy itself.  (cache_fence stays out of line: ThreadSanitizer builds
+ * reject the fence it contains in every file that would inline it.) */
+static inline void cache_flush(const void *p, size_t len)
+{
+	if (atomic_load_explicit(&cache_noncoherent, memory_order_acquire))
+		cache_flush_lines(p, len);
+}
+
+static inline void cache_invalidate(const void *p, size_t len)
+{
+	if (atomic_load_explicit(&cache_noncoherent, memory_order_acquire))
+		cache_invalidate_lines(p, len);
+}
 
 #endif

@@ -7,6 +7,7 @@
  * what a dead writer did (see format.h, FORMAT.md). */
 #include <errno.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -46,6 +47,32 @@ void content_free(struct daxfs *fs, uint64_t rec, uint64_t rec_len)
 	alloc_free(fs, AREA_META, rec, rec_len);
 }
 
+/* The sha256 implementation.  With OpenSSL 3, EVP_sha256() makes every
+ * EVP_DigestInit_ex look the algorithm up in the provider tables again,
+ * a cost comparable to hashing a small file: fetch it once per process
+ * (it is never freed) and fall back to EVP_sha256() if that fails. */
+static const EVP_MD *sha256_md(void)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+	static _Atomic(EVP_MD *) fetched;
+	EVP_MD *md = atomic_load_explicit(&fetched, memory_order_acquire), *none = NULL;
+
+	if (md)
+		return md;
+	md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (!md)
+		return EVP_sha256();
+	if (!atomic_compare_exchange_strong_explicit(&fetched, &none, md,
+			memory_order_acq_rel, memory_order_acquire)) {
+		EVP_MD_free(md);	/* another thread was first */
+		md = none;
+	}
+	return md;
+#else
+	return EVP_sha256();
+#endif
+}
+
 int content_begin(struct jctx *j, uint32_t group, uint64_t size,
 		  struct content_writer *w)
 {
@@ -78,7 +105,7 @@ int content_begin(struct jctx *j, uint32_t group, uint64_t size,
 	alloc_mark(fs, AREA_META, off, w->rec_len);
 	w->rec = off;
 	w->md = EVP_MD_CTX_new();
-	if (!w->md || EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
+	if (!w->md || EVP_DigestInit_ex(w->md, sha256_md(), NULL) != 1) {
 		content_abort(w);
 		return -ENOMEM;
 	}
@@ -151,13 +178,25 @@ int content_write(struct content_writer *w, const void *buf, size_t len)
 	return 0;
 }
 
+/* Free the units of our own unpublished record and its extents, and let
+ * our allocator reuse them first. */
+static void writer_free(struct content_writer *w)
+{
+	struct dfs_content *c = content_get(w->j->fs, w->rec);
+
+	for (uint32_t i = 0; c && i < c->nextents; i++)
+		alloc_rewind(w->j, AREA_DATA, c->ext[i].off);
+	alloc_rewind(w->j, AREA_META, w->rec);
+	content_free(w->j->fs, w->rec, w->rec_len);
+}
+
 /* Our copy duplicates another: give ours back.  Order: free, then record
  * it.  A crash in between makes a reaper free the same units again, which
  * nobody else can have taken: only this context allocates in its chunks. */
 static void writer_drop_copy(struct content_writer *w)
 {
 	failpoint();
-	content_free(w->j->fs, w->rec, w->rec_len);
+	writer_free(w);
 	journal_set(w->j, (uint64_t)w->seq, DFS_J_UNDONE);
 }
 
@@ -232,7 +271,7 @@ void content_abort(struct content_writer *w)
 	w->md = NULL;
 	if (!w->rec)
 		return;
-	content_free(w->j->fs, w->rec, w->rec_len);
+	writer_free(w);
 	journal_set(w->j, (uint64_t)w->seq, DFS_J_UNDONE);
 	w->rec = 0;
 }

@@ -82,16 +82,24 @@ void hash_slot_key(struct dfs_hslot *s, uint8_t key[32])
 	}
 }
 
-int hash_lookup(struct daxfs *fs, uint32_t kind, const uint8_t key[32],
-		uint64_t *value)
+/* Look key up along its probe sequence from h.  With free_at, also
+ * report the probe position of the first EMPTY or TOMB slot met, where
+ * an insert starts claiming (no such slot: mask + 1). */
+static int lookup_from(struct daxfs *fs, uint32_t kind, const uint8_t key[32],
+		       uint64_t h, uint64_t *value, uint64_t *free_at)
 {
-	uint64_t mask = fs->sb.hash_slots - 1, h = key_hash(kind, key);
-	uint64_t fp = fp_of(h);
+	uint64_t mask = fs->sb.hash_slots - 1, fp = fp_of(h);
 
+	if (free_at)
+		*free_at = mask + 1;
 	for (uint64_t i = 0; i <= mask; i++) {
 		struct dfs_hslot *s = &fs->hash[(h + i) & mask];
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
 
+		if (free_at && *free_at > mask &&
+		    (DFS_HWORD_STATE(w) == DFS_H_EMPTY ||
+		     DFS_HWORD_STATE(w) == DFS_H_TOMB))
+			*free_at = i;
 		if (DFS_HWORD_STATE(w) == DFS_H_EMPTY)
 			break;
 		if (DFS_HWORD_STATE(w) != DFS_H_VALID || DFS_HWORD_FP(w) != fp)
@@ -109,6 +117,12 @@ int hash_lookup(struct daxfs *fs, uint32_t kind, const uint8_t key[32],
 	return -ENOENT;
 }
 
+int hash_lookup(struct daxfs *fs, uint32_t kind, const uint8_t key[32],
+		uint64_t *value)
+{
+	return lookup_from(fs, kind, key, key_hash(kind, key), value, NULL);
+}
+
 static void pause_briefly(unsigned *spins)
 {
 	if (++*spins < 64) {
@@ -120,17 +134,29 @@ static void pause_briefly(unsigned *spins)
 	}
 }
 
+/* Has the wait that *deadline bounds (twice the lease) run out?  The clock
+ * is first read when a wait begins (*deadline 0): an insert that never
+ * waits never reads it, and a clock read costs as much as the rest of an
+ * uncontended insert. */
+static bool wait_expired(struct daxfs *fs, uint64_t *deadline)
+{
+	uint64_t now = now_ms();
+
+	if (!*deadline)
+		*deadline = now + 2ULL * fs->lease_ms;
+	return now > *deadline;
+}
+
 /* Wait while slot s is CLAIMED (its key is being written). */
 static uint64_t wait_keyed(struct daxfs *fs, struct dfs_hslot *s, uint64_t w,
-			   uint64_t deadline)
+			   uint64_t *deadline)
 {
 	unsigned spins = 0;
 
-	while (DFS_HWORD_STATE(w) == DFS_H_CLAIMED && now_ms() < deadline) {
+	while (DFS_HWORD_STATE(w) == DFS_H_CLAIMED && !wait_expired(fs, deadline)) {
 		pause_briefly(&spins);
 		w = atomic_load_explicit(&s->word, memory_order_seq_cst);
 	}
-	(void)fs;
 	return w;
 }
 
@@ -143,7 +169,7 @@ static enum scan_verdict rescan(struct daxfs *fs, uint32_t kind,
 {
 	uint64_t mask = fs->sb.hash_slots - 1, fp = fp_of(h);
 	uint64_t mypos = (mine - h) & mask;
-	uint64_t deadline = now_ms() + 2ULL * fs->lease_ms;
+	uint64_t deadline = 0;	/* set by the first wait */
 	unsigned spins = 0;
 
 	for (uint64_t i = 0; i <= mask; i++) {
@@ -158,7 +184,7 @@ static enum scan_verdict rescan(struct daxfs *fs, uint32_t kind,
 			return SCAN_WIN;
 		if (DFS_HWORD_FP(w) != fp)
 			continue;
-		w = wait_keyed(fs, s, w, deadline);
+		w = wait_keyed(fs, s, w, &deadline);
 		switch (DFS_HWORD_STATE(w)) {
 		case DFS_H_CLAIMED:
 			return SCAN_STUCK;
@@ -174,7 +200,7 @@ static enum scan_verdict rescan(struct daxfs *fs, uint32_t kind,
 				return SCAN_RETRY;	/* lower wins */
 			/* Higher: wait for it to settle, then look again. */
 			while (atomic_load_explicit(&s->word, memory_order_seq_cst) == w) {
-				if (now_ms() > deadline)
+				if (wait_expired(fs, &deadline))
 					return SCAN_STUCK;
 				pause_briefly(&spins);
 			}
@@ -193,13 +219,15 @@ static uint64_t next_tag(uint64_t w)
 	return DFS_HWORD_STATE(w) == DFS_H_TOMB ? (DFS_HWORD_SLOT(w) + 1) & 0x3f : 0;
 }
 
-static int claim_slot(struct daxfs *fs, uint64_t h, uint64_t *mine,
-		      uint64_t *tag)
+/* Claim the first EMPTY or TOMB slot from probe position start on.  The
+ * caller's lookup saw every slot before start neither EMPTY nor TOMB. */
+static int claim_slot(struct daxfs *fs, uint64_t h, uint64_t start,
+		      uint64_t *mine, uint64_t *tag)
 {
 	uint64_t mask = fs->sb.hash_slots - 1, fp = fp_of(h);
 	uint64_t claimed = DFS_HWORD(DFS_H_CLAIMED, (uint64_t)fs->slot & 0x3f, fp);
 
-	for (uint64_t i = 0; i <= mask; i++) {
+	for (uint64_t i = start; i <= mask; i++) {
 		uint64_t idx = (h + i) & mask;
 		struct dfs_hslot *s = &fs->hash[idx];
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
@@ -264,14 +292,16 @@ static int await_winner(struct daxfs *fs, uint32_t kind, const uint8_t key[32],
 static int insert_once(struct daxfs *fs, uint32_t kind, const uint8_t key[32],
 		       uint64_t value, uint64_t *existing)
 {
-	uint64_t h = key_hash(kind, key), fp = fp_of(h), mine, tag;
+	uint64_t h = key_hash(kind, key), fp = fp_of(h), mine, tag, start;
 	uint64_t keyed = DFS_HWORD(DFS_H_KEYED, (uint64_t)fs->slot, fp);
 	struct dfs_hslot *s;
 	enum scan_verdict vd;
 
-	if (hash_lookup(fs, kind, key, existing) == 0)
+	/* Step 1, and where step 2 starts: no second walk over the slots
+	 * the lookup has just passed. */
+	if (lookup_from(fs, kind, key, h, existing, &start) == 0)
 		return -EEXIST;
-	if (claim_slot(fs, h, &mine, &tag) < 0)
+	if (claim_slot(fs, h, start, &mine, &tag) < 0)
 		return -ENOSPC;
 	failpoint();
 	s = &fs->hash[mine];

@@ -23,6 +23,8 @@ struct alloc_ctx {
 	uint64_t *chunks;
 	uint32_t n, cap;
 	uint32_t cur;		/* index into chunks to try first */
+	uint64_t hint;		/* bitmap word of chunks[cur] where the next
+				 * search starts (0: from the chunk start) */
 	bool loaded;
 };
 
@@ -61,6 +63,7 @@ struct daxfs {
 	bool ctx_busy[DFS_CTX_PER_HOST];
 	struct alloc_ctx actx[DFS_CTX_PER_HOST][2];	/* [ctx][meta, data] */
 	uint64_t *orphan_seen[2];	/* when we first saw a chunk ORPHAN */
+	uint64_t *prefaulted[2];	/* bit per chunk: mapped in by chunk_claim */
 	struct hold *holds;		/* layers this process holds */
 	struct host_obs obs[DFS_MAX_HOSTS];
 	_Atomic int readers;	/* threads inside read_enter */
