@@ -112,13 +112,16 @@ static void *reaper_main(void *arg)
 	while (!atomic_load(&D.stopping)) {
 		struct daxfs_err err = { 0 };
 		int n = daxfs_reap_dead(D.fs, &err);
-		struct timespec ts = { step / 1000, (long)(step % 1000) * 1000000L };
-
 		if (n < 0)
 			log_warn("reaping dead hosts: %s", err.msg);
 		else if (n > 0)
 			log_info("reaped %d dead host%s", n, n == 1 ? "" : "s");
-		nanosleep(&ts, NULL);
+		/* Sleep in slices so SIGTERM is not kept waiting a lease. */
+		for (uint32_t t = 0; t < step && !atomic_load(&D.stopping); t += 50) {
+			struct timespec ts = { 0, 50 * 1000000L };
+
+			nanosleep(&ts, NULL);
+		}
 	}
 	return NULL;
 }

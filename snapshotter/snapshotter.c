@@ -57,10 +57,11 @@ static int listen_on(const char *path, struct daxfs_err *err)
 	struct stat st;
 	int fd, rc;
 
-	if (strlen(path) + 5 >= sizeof(sa.sun_path))
+	/* Bound under a name of our own, then renamed into place, so two
+	 * daemons starting at once never unlink each other's socket. */
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.%d", path, (int)getpid()) >=
+	    (int)sizeof(sa.sun_path))
 		return daxfs_err_set(err, -ENAMETOOLONG, "socket path too long: %s", path);
-	memcpy(sa.sun_path, path, strlen(path));
-	memcpy(sa.sun_path + strlen(path), ".new", 5);
 	mkdirs(path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
