@@ -30,31 +30,38 @@ static inline int tu_mkfs(const char *path, uint64_t size, uint32_t hosts)
 	return rc;
 }
 
-/* Open and attach as host number id (uuid derived from id). */
-static inline int tu_attach(const char *path, int id, uint32_t lease_ms,
-			    struct daxfs **fs)
+/* Attach an opened region (rc from its open) as host number id (uuid
+ * derived from id); abandons it if the attach fails. */
+static inline int tu_attach_opened(int rc, struct daxfs **fs, int id,
+				   struct daxfs_err *err)
 {
-	struct daxfs_open_opts o = { .path = path, .lease_ms = lease_ms,
-				     .grace_ms = lease_ms };
 	struct daxfs_host_opts h = { .kind = DAXFS_PROC_DAEMON };
-	struct daxfs_err err = { 0 };
 	char name[32];
-	int rc;
 
 	memset(h.uuid, 0, 16);
 	h.uuid[0] = 0xda;
 	h.uuid[15] = (uint8_t)id;
 	snprintf(name, sizeof(name), "test-host-%d", id);
 	h.name = name;
-	rc = daxfs_open(&o, fs, &err);
 	if (rc == 0) {
-		rc = daxfs_host_attach(*fs, &h, &err);
+		rc = daxfs_host_attach(*fs, &h, err);
 		if (rc < 0)
 			daxfs_abandon(*fs);
 	}
 	if (rc < 0)
-		fprintf(stderr, "attach host %d: %s\n", id, err.msg);
+		fprintf(stderr, "attach host %d: %s\n", id, err->msg);
 	return rc;
+}
+
+/* Open and attach as host number id. */
+static inline int tu_attach(const char *path, int id, uint32_t lease_ms,
+			    struct daxfs **fs)
+{
+	struct daxfs_open_opts o = { .path = path, .lease_ms = lease_ms,
+				     .grace_ms = lease_ms };
+	struct daxfs_err err = { 0 };
+
+	return tu_attach_opened(daxfs_open(&o, fs, &err), fs, id, &err);
 }
 
 static inline void tu_digest(uint8_t d[32], uint64_t a, uint64_t b)
@@ -424,25 +431,9 @@ static inline int tu_attach_buffer(void *buf, size_t len, int id,
 				   uint32_t lease_ms, struct daxfs **fs)
 {
 	struct daxfs_open_opts o = { .lease_ms = lease_ms, .grace_ms = lease_ms };
-	struct daxfs_host_opts h = { .kind = DAXFS_PROC_DAEMON };
 	struct daxfs_err err = { 0 };
-	char name[32];
-	int rc;
 
-	memset(h.uuid, 0, 16);
-	h.uuid[0] = 0xda;
-	h.uuid[15] = (uint8_t)id;
-	snprintf(name, sizeof(name), "test-host-%d", id);
-	h.name = name;
-	rc = daxfs_open_buffer(buf, len, &o, fs, &err);
-	if (rc == 0) {
-		rc = daxfs_host_attach(*fs, &h, &err);
-		if (rc < 0)
-			daxfs_abandon(*fs);
-	}
-	if (rc < 0)
-		fprintf(stderr, "attach host %d: %s\n", id, err.msg);
-	return rc;
+	return tu_attach_opened(daxfs_open_buffer(buf, len, &o, fs, &err), fs, id, &err);
 }
 
 /* A barrier for n threads or processes (put it in tu_shared_alloc memory
