@@ -118,19 +118,6 @@ def records(root, kind=None):
         db.close()
 
 
-def view_pid(mnt):
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\0')
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(b'daxfs-view') and mnt.encode() in cmd:
-            return int(pid)
-    return None
-
-
 def unmount_all():
     """Everything mounted under TMP, deepest first."""
     r = subprocess.run(['findmnt', '-rn', '-o', 'TARGET'], capture_output=True, text=True)
@@ -267,12 +254,7 @@ def main():
             ctrd.stop()
         if host:
             host.stop()
-            mnt = host.mnt
-            subprocess.run(['umount', '-l', mnt], capture_output=True)
-            for _ in range(100):	# the view closes its layers and exits
-                if not view_pid(mnt):
-                    break
-                time.sleep(0.05)
+            harness.stop_view(host.mnt)
         unmount_all()
         reg.stop()
     return suite.exit_code()

@@ -82,3 +82,26 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return -9
+
+
+def view_pid(mnt):
+    """The daxfs-view process serving mnt (from its command line)."""
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\0')
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b'daxfs-view') and mnt.encode() in cmd:
+            return int(pid)
+    return None
+
+
+def stop_view(mnt):
+    """Unmount a host's view; wait until it closed its layers and exited."""
+    subprocess.run(['umount', '-l', mnt], capture_output=True)
+    for _ in range(100):
+        if not view_pid(mnt):
+            break
+        time.sleep(0.05)

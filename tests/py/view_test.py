@@ -58,20 +58,6 @@ def Daemon(name):
     return harness.Daemon(name, REGION, CONFIG, ['--view-binary', BUILD + '/daxfs-view'])
 
 
-def view_pid(mnt):
-    """The daxfs-view process serving mnt (from its command line)."""
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\0')
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(b'daxfs-view') and mnt.encode() in cmd:
-            return int(pid)
-    return None
-
-
 def read(path):
     with open(path, 'rb') as f:
         return f.read()
@@ -82,6 +68,7 @@ def umount(path):
 
 
 short_id = harness.short_id
+view_pid = harness.view_pid
 
 
 def tree(root):
@@ -330,12 +317,7 @@ def main():
         for d in daemons:
             d.proc.kill()
         for name in ('host-a', 'host-b'):
-            mnt = os.path.join(TMP, name, 'mnt')
-            umount(mnt)
-            for _ in range(100):	# the view closes its layers and exits
-                if not view_pid(mnt):
-                    break
-                time.sleep(0.05)
+            harness.stop_view(os.path.join(TMP, name, 'mnt'))
         reg.stop()
     r = ctl('fsck', REGION)
     case('fsck_clean', r.returncode == 0, r.stdout + r.stderr)
