@@ -305,6 +305,9 @@ struct daxfs_usage {
 	uint64_t contents, content_bytes;	/* distinct contents */
 	uint64_t referenced_bytes;		/* as if every layer had its copy */
 	uint64_t layers_ready;
+	uint64_t layers_held, layers_pinned;	/* READY and held / pinned */
+	uint64_t held_bytes;			/* unpacked bytes of those */
+	uint64_t reclaimable_bytes;		/* unpacked bytes of the others */
 	uint32_t max_hosts;
 	uint8_t uuid[16];
 	uint32_t version;
@@ -320,6 +323,7 @@ struct daxfs_layer_info {
 	uint64_t compressed_bytes;
 	uint8_t digest[32];	/* blob digest, zero if unknown */
 	int claimant_slot;
+	int recently_used;	/* the clock's second-chance bit */
 };
 /* State of one layer record: 0, or -ENOENT if the region has none.
  * progress is the byte counter its unpacker advances. */
@@ -330,6 +334,61 @@ int daxfs_layer_info(struct daxfs *fs, const uint8_t diff_id[32],
 int daxfs_layers_foreach(struct daxfs *fs,
 			 int (*cb)(const struct daxfs_layer_info *, void *),
 			 void *arg);
+
+/* ---- pins, holder bits and eviction ----
+ *
+ * A layer is held by a host while any of its processes has it open
+ * (daxfs_layer_open).  Holder bits are per (host, class): the daemon class
+ * (daxfsd and tools) and the view class (the FUSE view), so the two
+ * processes of one host never clear each other's holds. */
+
+/* After a restart: clear this process's class bit on every layer this
+ * process does not hold open now (a restarted daemon first re-opens the
+ * layers its records justify, a new view holds nothing yet).  Returns the
+ * number of bits cleared or -errno. */
+int daxfs_holds_sync(struct daxfs *fs);
+
+/* Image records with this flag pin their layers against eviction. */
+#define DAXFS_IMAGE_PINNED 0x1ull
+/* Set or clear DAXFS_IMAGE_PINNED on the image record of ref; -ENOENT
+ * without one.  Bumps the region's pin generation so a concurrent
+ * eviction of one of its layers is rolled back. */
+int daxfs_image_pin(struct daxfs *fs, const char *ref, int pin,
+		    struct daxfs_err *err);
+
+struct daxfs_gc_opts {
+	uint64_t want_data;	/* stop once this many data bytes are free */
+	uint64_t want_meta;	/* and this many metadata bytes */
+	int all;		/* evict every evictable layer (daxfsctl gc) */
+	int dry_run;		/* only report what would be evicted */
+	/* Called for each layer evicted (or, with dry_run, evictable). */
+	void (*report)(const struct daxfs_layer_info *li, void *arg);
+	void *arg;
+};
+
+struct daxfs_gc_result {
+	uint64_t evicted;		/* layers */
+	uint64_t data_freed, meta_freed;	/* bytes, as the bitmap saw it */
+	uint64_t held;			/* READY layers with holder bits */
+	uint64_t pinned;		/* READY layers of pinned images */
+	uint64_t held_hosts;		/* union of holder host slots, bit per slot */
+	uint64_t stale_cleared;		/* holder bits of gone hosts cleared */
+	uint64_t data_free, meta_free;	/* free bytes after the pass */
+};
+
+/* One pass of the multi-host clock: the shared hand advances by CAS over
+ * the layer records; a READY, unheld, unpinned layer whose recently-used
+ * bit is set loses the bit, one whose bit is clear is evicted.  Stops when
+ * the wants are met (or, with all, after evicting every candidate).  Needs
+ * a daemon attach.  Returns 0 (even if nothing could be freed: compare
+ * the result's free bytes with the wants) or -errno. */
+int daxfs_gc(struct daxfs *fs, const struct daxfs_gc_opts *o,
+	     struct daxfs_gc_result *r, struct daxfs_err *err);
+
+/* "region full: X free, nothing reclaimable; N layers held by hosts a, b"
+ * from a gc result, for error messages. */
+int daxfs_gc_full_error(struct daxfs *fs, const struct daxfs_gc_result *r,
+			struct daxfs_err *err);
 
 /* Consistency check.  Every problem found is passed to report (one line
  * each).  Returns the number of problems, or -errno if the check itself
