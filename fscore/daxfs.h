@@ -318,7 +318,7 @@ struct daxfs_layer_info {
 	uint8_t diff_id[32];
 	unsigned state;		/* format's layer states */
 	uint64_t serial;
-	uint64_t holders;
+	uint64_t holders;	/* bit per host slot holding it (either class) */
 	uint64_t files, unpacked_bytes;
 	uint64_t compressed_bytes;
 	uint8_t digest[32];	/* blob digest, zero if unknown */
