@@ -176,7 +176,7 @@ static void call_run(struct call *c)
 		goto bad;
 	req = protobuf_c_message_unpack(c->method->input, NULL, n, c->in + 5);
 	if (!req) {
-		grpc_reply_error(r, GRPC_INVALID_ARGUMENT, "cannot decode the %s request",
+		grpc_reply_error(r, GRPC_INTERNAL, "cannot decode the %s request",
 				 c->method->input->name);
 		return;
 	}
@@ -186,7 +186,7 @@ static void call_run(struct call *c)
 		snprintf(r->msg, sizeof(r->msg), "failed");
 	return;
 bad:
-	grpc_reply_error(r, GRPC_INVALID_ARGUMENT, "expected exactly one request message");
+	grpc_reply_error(r, GRPC_UNIMPLEMENTED, "expected exactly one request message");
 }
 
 static void wake(int fd)
