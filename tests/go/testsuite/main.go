@@ -2,14 +2,17 @@
 // containerd's own client code.
 //
 //	daxfs-snaptest suite -test.run '^TestDaxfs$/^Basic$'   (DAXFS_SNAPSHOTTER=SOCK)
-//	daxfs-snaptest pull CONTAINERD_SOCK SNAPSHOTTER REF
+//	daxfs-snaptest pull [-n NAMESPACE] [-cri] CONTAINERD_SOCK SNAPSHOTTER REF
 //	daxfs-snaptest stress SOCK CONNS WORKERS ROUNDS
+//	daxfs-snaptest badcalls SOCK
 //
 // suite runs containerd's snapshotter test suite (snapshots/testsuite)
 // through snapshots/proxy; pull pulls REF through a containerd with
 // unpacking into SNAPSHOTTER, as containerd's CRI plugin does (ctr's
 // pull unpacks without the labels that let a snapshotter skip layers);
-// stress runs many calls at once on several connections.
+// stress runs many calls at once on several connections; badcalls sends
+// invalid requests and checks the status codes (one "ok NAME" or
+// "fail NAME: WHY" line each).
 //
 // Built in GOPATH mode against Debian's containerd sources:
 //
@@ -26,7 +29,8 @@ import (
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: daxfs-snaptest suite [-test.* flags] |\n"+
-		"       pull CONTAINERD_SOCK SNAPSHOTTER REF | stress SOCK CONNS WORKERS ROUNDS")
+		"       pull [-n NAMESPACE] [-cri] CONTAINERD_SOCK SNAPSHOTTER REF |\n"+
+		"       stress SOCK CONNS WORKERS ROUNDS | badcalls SOCK")
 	os.Exit(2)
 }
 
@@ -39,10 +43,7 @@ func main() {
 		os.Args = append(os.Args[:1], os.Args[2:]...)
 		testing.Main(regexp.MatchString, []testing.InternalTest{{Name: "TestDaxfs", F: TestDaxfs}}, nil, nil)
 	case "pull":
-		if len(os.Args) != 5 {
-			usage()
-		}
-		if err := pull(os.Args[2], os.Args[3], os.Args[4]); err != nil {
+		if err := pullMain(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "pull:", err)
 			os.Exit(1)
 		}
@@ -60,6 +61,14 @@ func main() {
 		}
 		if err := stress(os.Args[2], n[0], n[1], n[2]); err != nil {
 			fmt.Fprintln(os.Stderr, "stress:", err)
+			os.Exit(1)
+		}
+	case "badcalls":
+		if len(os.Args) != 3 {
+			usage()
+		}
+		if err := badCalls(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "badcalls:", err)
 			os.Exit(1)
 		}
 	default:
