@@ -1,5 +1,8 @@
 #!/bin/bash
-# daxfsd's snapshotter under a private containerd: pulls through
-# containerd's unpacker onto layers already in the region, ctr pull and
-# ctr run, garbage collection (see tests/py/containerd_test.py).
+# daxfsd's snapshotter under private containerds (two hosts on one
+# region): invalid gRPC requests, pulls through containerd's unpacker onto
+# layers already in the region, ctr snapshots, namespaces, many
+# containers at once, a 128-layer image, daxfsd restarts under running
+# containers, ctr pull and run, garbage collection (see
+# tests/py/containerd_test.py).
 exec python3 "$DAXFS_SRC/tests/py/containerd_test.py"
