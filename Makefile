@@ -236,6 +236,13 @@ bench: all
 bench-fuse: all $(O)/bench/bench_read
 	bash bench/fuse.sh $(O)
 
+# containerd with the daxfs snapshotter vs containerd's overlayfs on a
+# Debian-based image, two hosts on one region (root; never part of
+# "make test").
+.PHONY: bench-containerd
+bench-containerd: all
+	bash bench/containerd.sh $(O)
+
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 deps:
