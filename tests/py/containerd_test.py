@@ -340,12 +340,16 @@ def check_ctr_snapshots(ctrd):
     case('snapshots_rm', r.returncode == 0 and gone and not backend(), r.stderr)
 
 
-def check_namespaces(host, ctrd, helper, ref):
-    """The same image in a second namespace: remote again, one backend
-    record per (chainID, parent), each namespace lists its own."""
+def check_namespaces(reg, lay, host, ctrd, helper, ref):
+    """The same image in a second namespace: remote again (no download),
+    one backend record per (chainID, parent), each namespace lists its
+    own."""
     before = records(host.root)
+    gets = len(reg.blob_gets())
     r = helper_pull(helper, ctrd, ref, '-n', 'second')
     case('ns_pull', r.returncode == 0, r.stdout + r.stderr)
+    fetched = layer_gets(reg, gets, lay, 'remote')
+    case('ns_no_layer_fetched', not fetched, fetched)
     after = records(host.root)
     names = [n for n, _ in after]
     case('ns_records_unique', len(names) == len(set(names)) and
@@ -655,7 +659,7 @@ def main():
         ctrd, ctrd_b = ctrds
         ref = check_remote(reg, lay, host, ctrd, helper)
         check_ctr_snapshots(ctrd)
-        check_namespaces(host, ctrd, helper, ref)
+        check_namespaces(reg, lay, host, ctrd, helper, ref)
         check_host_b(reg, lay, host_b, ctrd_b, helper, ref)
         check_many(ctrd, ref)
         check_deep(reg, lay, host, ctrd, helper)
