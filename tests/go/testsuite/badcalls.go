@@ -133,6 +133,9 @@ func badCalls(sock string) error {
 			var out []byte
 			return s.RecvMsg(&out)
 		}},
+		// grpc-go's default limit on a received message is 4 MiB too.
+		{"oversized_request", codes.ResourceExhausted, raw(snapshotsService+"Prepare",
+			make([]byte, 5<<20), grpc.MaxCallSendMsgSize(8<<20))},
 		{"no_request_message", codes.Unimplemented, func(ctx context.Context, _ snapshotsapi.SnapshotsClient, conn *grpc.ClientConn) error {
 			s, err := conn.NewStream(ctx, &grpc.StreamDesc{}, snapshotsService+"Stat",
 				grpc.ForceCodec(rawCodec{}))
