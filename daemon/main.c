@@ -177,12 +177,6 @@ static int run(struct settings *c, struct daxfs_err *err)
 	rc = snapshotter_start(&D, err);
 	if (rc < 0)
 		goto out_api;
-	/* After the snapshotter re-opened the layers its records use: drop
-	 * the holds of our previous incarnation that nothing justifies now. */
-	rc = daxfs_holds_sync(D.fs);
-	if (rc < 0 && rc != -ENOSYS)
-		log_warn("clearing stale layer holds: %s", strerror(-rc));
-	rc = 0;
 	if (!strcmp(c->view, "managed")) {
 		rc = supervise_start(c, err);
 		if (rc < 0)
