@@ -203,8 +203,10 @@ int main(int argc, char **argv)
 			P(PrepareSnapshotResponse) *r = UNPACK(prepare_snapshot_response, &c);
 
 			printf("status %s %s\n", c.status, c.msg);
-			if (r)
+			if (r) {
 				print_mounts(r->n_mounts, r->mounts);
+				protobuf_c_message_free_unpacked(&r->base, NULL);
+			}
 		}
 	} else if (!strcmp(op, "mounts")) {
 		P(MountsRequest) q = CONTAINERD__SERVICES__SNAPSHOTS__V1__MOUNTS_REQUEST__INIT;
@@ -215,8 +217,10 @@ int main(int argc, char **argv)
 			P(MountsResponse) *r = UNPACK(mounts_response, &c);
 
 			printf("status %s %s\n", c.status, c.msg);
-			if (r)
+			if (r) {
 				print_mounts(r->n_mounts, r->mounts);
+				protobuf_c_message_free_unpacked(&r->base, NULL);
+			}
 		}
 	} else if (!strcmp(op, "usage")) {
 		P(UsageRequest) q = CONTAINERD__SERVICES__SNAPSHOTS__V1__USAGE_REQUEST__INIT;
@@ -227,8 +231,10 @@ int main(int argc, char **argv)
 			P(UsageResponse) *r = UNPACK(usage_response, &c);
 
 			printf("status %s %s\n", c.status, c.msg);
-			if (r)
+			if (r) {
 				printf("usage %lld %lld\n", (long long)r->size, (long long)r->inodes);
+				protobuf_c_message_free_unpacked(&r->base, NULL);
+			}
 		}
 	} else if (!strcmp(op, "remove") || !strcmp(op, "stat")) {
 		P(RemoveSnapshotRequest) q = CONTAINERD__SERVICES__SNAPSHOTS__V1__REMOVE_SNAPSHOT_REQUEST__INIT;
