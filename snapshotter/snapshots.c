@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "filter.h"
+#include "import.h"
 #include "ref.h"
 #include "snapdir.h"
 #include "snapshots.h"
@@ -36,6 +37,7 @@ typedef Containerd__Types__Mount Mount;
 
 struct snapshots {
 	struct store *store;
+	struct importer *imp;	/* background import of unpacked layers */
 	struct daxfs *fs;
 	char base[4096];	/* ROOT/snapshots */
 	char view[4096];	/* the view's mount point */
@@ -185,9 +187,15 @@ static int lowerdirs(struct snapshots *ss, const struct snap_info *i, char **out
 			free(s);
 			return rc;
 		}
-		files_dir(ss, &p, dir, sizeof(dir));
+		rc = import_files_dir(ss->imp, &p, i->id, dir, sizeof(dir), err);
+		if (rc == 0)
+			files_dir(ss, &p, dir, sizeof(dir));
 		id = p.parent_id;
 		snap_info_free(&p);
+		if (rc < 0) {
+			free(s);
+			return rc;
+		}
 		dl = strlen(dir);
 		if (len + dl + 2 > cap) {
 			char *ns;
@@ -515,8 +523,11 @@ static int h_stat(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r)
 	const P(StatSnapshotRequest) *q = (const void *)msg;
 	struct daxfs_err err = { 0 };
 	struct snap_info i;
-	int rc = lookup(ctx, q->key, &i, &err);
+	struct snapshots *ss = ctx;
+	int rc = lookup(ss, q->key, &i, &err);
 
+	if (rc == 0 && (rc = import_describe(ss->imp, &i, &err)) < 0)
+		snap_info_free(&i);
 	if (rc < 0)
 		return fail(r, rc, &err);
 	REPLY_INFO(P(StatSnapshotResponse),
@@ -598,9 +609,14 @@ static int commit(struct snapshots *ss, const P(CommitSnapshotRequest) *q,
 		LABELS_FROM(&i, q, rc, err);
 		if (rc == 0)
 			rc = store_update(ss->store, &i, err);
+		if (rc == 0)
+			rc = import_commit(ss->imp, &i, q->key, err);
 	}
 	snap_info_free(&i);
-	return store_end(ss->store, rc, err);
+	rc = store_end(ss->store, rc, err);
+	if (rc == 0)
+		import_kick(ss->imp);
+	return rc;
 }
 
 static int h_commit(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r)
@@ -648,6 +664,7 @@ static int h_remove(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r
 	 * Cleanup (and the next start) removes. */
 	if (local)
 		snapdir_remove(ss->base, local);
+	import_kick(ss->imp);
 	return reply(r, &resp.base);
 }
 
@@ -938,6 +955,11 @@ int snapshots_open(const char *root, const char *view, struct daxfs *fs,
 		return rc;
 	}
 	rc = store_open(db, &ss->store, err);
+	if (rc == 0) {
+		rc = import_open(ss->store, fs, ss->base, ss->view, &ss->imp, err);
+		if (rc < 0)
+			store_close(ss->store);
+	}
 	if (rc < 0) {
 		free(ss);
 		return rc;
@@ -950,6 +972,7 @@ void snapshots_close(struct snapshots *ss)
 {
 	if (!ss)
 		return;
+	import_close(ss->imp);
 	store_close(ss->store);
 	free(ss);
 }
