@@ -14,6 +14,7 @@
 
 #include "daemon.h"
 #include "filter.h"
+#include "import.h"
 #include "log.h"
 #include "pins.h"
 #include "ref.h"
@@ -56,6 +57,7 @@ struct snapshots {
 	struct store *store;
 	struct daemon *d;	/* NULL: no region, no remote snapshots */
 	struct pins *pins;	/* the layers our records hold */
+	struct importer *imp;	/* background import of unpacked layers */
 	pthread_mutex_t lock;	/* unheld, pulls */
 	pthread_cond_t pulled;
 	struct cri_pull *pulls;	/* in flight */
@@ -287,15 +289,17 @@ static int lowerdirs(struct snapshots *ss, const struct snap_info *i, char **out
 		size_t dl;
 		int rc = store_get_id(ss->store, id, &p, err);
 
+		/* An imported snapshot names the view's copy once it is in. */
+		if (rc == 0)
+			rc = import_files_dir(ss->imp, &p, i->id, dir, sizeof(dir), err);
 		if (rc == 0)
 			rc = files_dir(ss, &p, dir, sizeof(dir), err);
+		id = p.parent_id;
+		snap_info_free(&p);
 		if (rc < 0) {
-			snap_info_free(&p);
 			free(s);
 			return rc;
 		}
-		id = p.parent_id;
-		snap_info_free(&p);
 		dl = strlen(dir);
 		if (len + dl + 2 > cap) {
 			char *ns;
@@ -744,8 +748,11 @@ static int h_stat(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r)
 	const P(StatSnapshotRequest) *q = (const void *)msg;
 	struct daxfs_err err = { 0 };
 	struct snap_info i;
-	int rc = lookup(ctx, q->key, &i, &err);
+	struct snapshots *ss = ctx;
+	int rc = lookup(ss, q->key, &i, &err);
 
+	if (rc == 0 && (rc = import_describe(ss->imp, &i, &err)) < 0)
+		snap_info_free(&i);
 	if (rc < 0)
 		return fail(r, rc, &err);
 	REPLY_INFO(P(StatSnapshotResponse),
@@ -836,9 +843,14 @@ static int commit(struct snapshots *ss, const P(CommitSnapshotRequest) *q,
 		LABELS_FROM(&i, q, rc, err);
 		if (rc == 0)
 			rc = store_update(ss->store, &i, err);
+		if (rc == 0)
+			rc = import_commit(ss->imp, &i, q->key, err);
 	}
 	snap_info_free(&i);
-	return store_end(ss->store, rc, err);
+	rc = store_end(ss->store, rc, err);
+	if (rc == 0)
+		import_kick(ss->imp);
+	return rc;
 }
 
 static int h_commit(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r)
@@ -893,6 +905,7 @@ static int h_remove(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r
 	 * Cleanup (and the next start) removes. */
 	if (local)
 		snapdir_remove(ss->base, local);
+	import_kick(ss->imp);
 	return reply(r, &resp.base);
 }
 
@@ -1198,6 +1211,10 @@ int snapshots_open(const char *root, const char *view, struct daemon *d,
 		if (rc < 0)
 			goto fail;
 	}
+	rc = import_open(ss->store, d ? d->fs : NULL, ss->pins, ss->base, ss->view, &ss->imp,
+			 err);
+	if (rc < 0)
+		goto fail;
 	*out = ss;
 	return 0;
 fail:
@@ -1209,6 +1226,7 @@ void snapshots_close(struct snapshots *ss)
 {
 	if (!ss)
 		return;
+	import_close(ss->imp);
 	store_close(ss->store);
 	pins_free(ss->pins);
 	free(ss->unheld);

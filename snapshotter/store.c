@@ -480,3 +480,8 @@ int store_last_id(struct store *s, int64_t *id, struct daxfs_err *err)
 	sqlite3_finalize(st);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(s, rc, "read", err);
 }
+
+struct sqlite3 *store_sqlite(struct store *s)
+{
+	return s->db;
+}

@@ -71,4 +71,8 @@ int snap_label_set(struct snap_info *i, const char *key, const char *value);
 const char *snap_label_get(const struct snap_info *i, const char *key);
 void snap_info_free(struct snap_info *i);
 
+/* The database, for modules keeping tables of their own in it (the
+ * importer); only between store_begin and store_end. */
+struct sqlite3 *store_sqlite(struct store *s);
+
 #endif
