@@ -169,7 +169,8 @@ bench: $(BENCH_BINS)
 # ---------------------------------------------------------------------------
 # snapshotter/: containerd's Snapshots gRPC service, linked into daxfsd as
 # libdaxfssnap.a.  protoc-c turns snapshotter/proto/*.proto into C under
-# $(O)/gen at build time; only daxfsd and tests/unit/test_snap*.c link it.
+# $(O)/gen at build time; only daxfsd and tests/unit/{test,helper}_snap*.c
+# link it.
 
 SNAP_PROTOS := $(sort $(shell find snapshotter/proto -name '*.proto' 2>/dev/null))
 SNAP_GEN_SRCS := $(SNAP_PROTOS:snapshotter/proto/%.proto=$(O)/gen/%.pb-c.c)
@@ -180,8 +181,9 @@ SNAP_OBJS := $(SNAP_SRCS:%.c=$(O)/obj/%.o)
 SNAP_LIB := $(if $(SNAP_SRCS),$(O)/libdaxfssnap.a)
 SNAP_CPPFLAGS := -Isnapshotter -I$(O)/gen
 SNAP_LINK := $(SNAP_LIB) $(DLIB) $(LIB) -lprotobuf-c -lnghttp2 -lsqlite3
-SNAP_TEST_OBJS := $(filter $(O)/obj/tests/unit/test_snap%,$(TEST_OBJS))
-SNAP_TEST_BINS := $(filter $(O)/tests/test_snap%,$(TEST_BINS))
+SNAP_TEST_OBJS := $(filter $(O)/obj/tests/unit/test_snap% $(O)/obj/tests/unit/helper_snap%,\
+	$(TEST_OBJS))
+SNAP_TEST_BINS := $(filter $(O)/tests/test_snap% $(O)/tests/helper_snap%,$(TEST_BINS))
 
 # One protoc-c run writes both files (a grouped pattern rule).
 $(O)/gen/%.pb-c.c $(O)/gen/%.pb-c.h: snapshotter/proto/%.proto

@@ -16,6 +16,9 @@ struct daemon {
 	struct registry *reg;
 	struct platform plat;
 	_Atomic int stopping;	/* set by SIGTERM/SIGINT: abandon work */
+	/* containerd Prepares labelled by CRI: region pulls started for them,
+	 * and those answered by a local snapshot instead (snapshotter). */
+	_Atomic uint64_t cri_pulls, cri_fallbacks;
 };
 
 /* The control API methods (methods.c). */
@@ -24,5 +27,15 @@ extern const struct api_method daemon_methods[];
 /* Pull ref into the region (pull.c); progress goes to call as events. */
 int pull_image(struct daemon *d, const char *ref, const char *platform,
 	       struct api_call *call, json_t **result, struct daxfs_err *err);
+
+/* Layer diff_id is being unpacked (by another host, or another pull of
+ * ours): wait while that goes on, reaping its host if it dies (then the
+ * layer can be claimed again).  0 once the layer is no longer UNPACKING
+ * (READY, or free to claim), -ECANCELED if the daemon is stopping.
+ * moved(progress, arg), if given, is called when the unpacker's progress
+ * counter moves. */
+int layer_wait_unpacked(struct daemon *d, const uint8_t diff_id[32],
+			void (*moved)(uint64_t progress, void *arg), void *arg,
+			struct daxfs_err *err);
 
 #endif

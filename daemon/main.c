@@ -174,7 +174,7 @@ static int run(struct settings *c, struct daxfs_err *err)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
-	rc = snapshotter_start(c, D.fs, err);
+	rc = snapshotter_start(&D, err);
 	if (rc < 0)
 		goto out_api;
 	if (!strcmp(c->view, "managed")) {

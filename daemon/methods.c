@@ -184,6 +184,21 @@ static int m_hosts(void *ctx, struct api_call *call, json_t *params, json_t **re
 	return 0;
 }
 
+/* Counters of the containerd snapshotter's CRI path. */
+static int m_stats(void *ctx, struct api_call *call, json_t *params, json_t **result,
+		   struct daxfs_err *err)
+{
+	struct daemon *d = ctx;
+
+	(void)call;
+	(void)params;
+	(void)err;
+	*result = json_pack("{s:I, s:I}",
+		"cri_pulls", (json_int_t)atomic_load(&d->cri_pulls),
+		"cri_fallbacks", (json_int_t)atomic_load(&d->cri_fallbacks));
+	return 0;
+}
+
 /* The view's short ids of an image's layers, top first, for mounting. */
 static int m_image_layers(void *ctx, struct api_call *call, json_t *params,
 			  json_t **result, struct daxfs_err *err)
@@ -240,5 +255,6 @@ const struct api_method daemon_methods[] = {
 	{ "rm", m_rm },
 	{ "df", m_df },
 	{ "hosts", m_hosts },
+	{ "stats", m_stats },
 	{ NULL, NULL },
 };

@@ -162,30 +162,51 @@ static const char *host_name_of(struct daemon *d, int slot, char *buf, size_t n)
 	return buf;
 }
 
-/* Another host is unpacking layer i: wait while it makes progress; once
- * it is dead, reap it so the layer can be claimed again. */
+struct waiting {
+	struct pull *p;
+	size_t i;
+	const char *host;
+};
+
+static void waiting_event(uint64_t progress, void *arg)
+{
+	struct waiting *w = arg;
+
+	event(w->p, w->i, "waiting", progress, w->host);
+}
+
+/* Another host is unpacking layer i: wait for it (see daemon.h). */
 static int wait_for_other(struct pull *p, size_t i, const struct daxfs_layer_info *li,
 			  struct daxfs_err *err)
 {
-	struct daemon *d = p->d;
+	char name[80];
+	struct waiting w = { p, i, name };
+
+	host_name_of(p->d, li->claimant_slot, name, sizeof(name));
+	event(p, i, "waiting", 0, name);
+	return layer_wait_unpacked(p->d, p->layers[i].diff_id, waiting_event, &w, err);
+}
+
+int layer_wait_unpacked(struct daemon *d, const uint8_t diff_id[32],
+			void (*moved)(uint64_t progress, void *arg), void *arg,
+			struct daxfs_err *err)
+{
 	struct daxfs_layer_info now;
 	uint64_t prog = 0, last;
-	char name[80];
 
-	host_name_of(d, li->claimant_slot, name, sizeof(name));
-	event(p, i, "waiting", 0, name);
-	daxfs_layer_info(d->fs, p->layers[i].diff_id, &now, &prog);
+	daxfs_layer_info(d->fs, diff_id, &now, &prog);
 	last = prog;
 	for (;;) {
 		if (atomic_load(&d->stopping))
 			return daxfs_err_set(err, -ECANCELED, "daemon is stopping");
 		usleep(20000);
-		if (daxfs_layer_info(d->fs, p->layers[i].diff_id, &now, &prog) < 0 ||
+		if (daxfs_layer_info(d->fs, diff_id, &now, &prog) < 0 ||
 		    now.state != 1 /* UNPACKING */)
 			return 0;
 		if (prog != last) {
 			last = prog;
-			event(p, i, "waiting", prog, name);
+			if (moved)
+				moved(prog, arg);
 		}
 		/* Liveness is judged on our clock; reaping is a CAS, so if
 		 * several hosts try, one does it. */

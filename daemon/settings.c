@@ -39,6 +39,8 @@ static const struct setting table[] = {
 	S("view", view, "managed|external  start and watch daxfs-view, or leave it to its own unit"),
 	S("view-mountpoint", view_mountpoint, "DIR  where the view serves (default ROOT/mnt)"),
 	S("view-binary", view_binary, "FILE  the daxfs-view program (default: beside daxfsd)"),
+	S("containerd-root", containerd_root,
+	  "DIR  containerd's root: show the region at DIR/io.containerd.snapshotter.v1.daxfs"),
 	L("insecure-registry", insecure, ninsecure, "HOST[:PORT]  allow plain http (repeatable)"),
 	L("registry-mirror", mirrors, nmirrors, "DOMAIN=URL  try URL first for DOMAIN (repeatable)"),
 	U("pull-concurrency", pull_concurrency, "N  layers fetched in parallel (default 3)"),

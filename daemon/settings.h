@@ -21,6 +21,7 @@ struct settings {
 	char view[16];			/* "managed" (default) or "external" */
 	char view_mountpoint[4096];	/* "" = ROOT/mnt */
 	char view_binary[4096];		/* "" = daxfs-view beside daxfsd */
+	char containerd_root[4096];	/* "" = no image-filesystem bind mount */
 	char *insecure[SETTINGS_MAX_LIST];
 	int ninsecure;
 	char *mirrors[SETTINGS_MAX_LIST];	/* "docker.io=http://host:port" */

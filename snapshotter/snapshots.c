@@ -5,13 +5,18 @@
  * FailedPrecondition (the snapshot's kind or children forbid it). */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
+#include "daemon.h"
 #include "filter.h"
+#include "import.h"
+#include "log.h"
+#include "pins.h"
 #include "ref.h"
 #include "snapdir.h"
 #include "snapshots.h"
@@ -26,6 +31,10 @@ typedef Containerd__Types__Mount Mount;
 
 /* The label containerd's unpacker puts on a layer's Prepare. */
 #define LABEL_SNAPSHOT_REF "containerd.io/snapshot.ref"
+/* What CRI adds (containerd's pkg/snapshotters): the image and the
+ * layer's blob digest. */
+#define LABEL_CRI_IMAGE "containerd.io/snapshot/cri.image-ref"
+#define LABEL_CRI_LAYER "containerd.io/snapshot/cri.layer-digest"
 /* containerd's limit on a label (key and value together). */
 #define LABEL_MAX 4096
 /* Infos per ListSnapshotsResponse message. */
@@ -34,9 +43,26 @@ typedef Containerd__Types__Mount Mount;
  * (the view rescans twice a second). */
 #define VIEW_WAIT_MS 2000
 
+/* A region pull for CRI Prepares of one image: the first Prepare runs
+ * it, the others wait for its outcome. */
+struct cri_pull {
+	char image[1024];
+	unsigned refs;		/* the puller and its waiters */
+	int done, rc;
+	char msg[512];
+	struct cri_pull *next;
+};
+
 struct snapshots {
 	struct store *store;
-	struct daxfs *fs;
+	struct daemon *d;	/* NULL: no region, no remote snapshots */
+	struct pins *pins;	/* the layers our records hold */
+	struct importer *imp;	/* background import of unpacked layers */
+	pthread_mutex_t lock;	/* unheld, pulls */
+	pthread_cond_t pulled;
+	struct cri_pull *pulls;	/* in flight */
+	int64_t *unheld;	/* records whose layer could not be held at start */
+	size_t nunheld;
 	char base[4096];	/* ROOT/snapshots */
 	char view[4096];	/* the view's mount point */
 };
@@ -156,14 +182,96 @@ static void mount_msg_free(struct mount_msg *m)
 		free(m->own[i]);
 }
 
-/* The directory holding snapshot i's files. */
-static void files_dir(const struct snapshots *ss, const struct snap_info *i, char *out,
-		      size_t len)
+/* ---- region layers held by records ---- */
+
+/* The region layer record i keeps held: 1 with its diff_id, or 0. */
+static int record_layer(struct snapshots *ss, const struct snap_info *i, uint8_t diff_id[32])
 {
-	if (i->dir && i->dir[0])
-		snprintf(out, len, "%s", i->dir);
-	else
+	struct daxfs_chain_info ci;
+	uint8_t chain[32];
+
+	if (i->layer && i->layer[0])
+		return digest_parse(i->layer, diff_id) == 0;
+	/* A remote record written before layers were recorded: it is
+	 * named by its chain. */
+	if (!i->dir || !i->dir[0] || !ss->d || digest_parse(i->name, chain) < 0 ||
+	    daxfs_chain_get(ss->d->fs, chain, &ci) < 0)
+		return 0;
+	memcpy(diff_id, ci.diff_id, 32);
+	return 1;
+}
+
+static void unheld_add(struct snapshots *ss, int64_t id)
+{
+	int64_t *v;
+
+	pthread_mutex_lock(&ss->lock);
+	v = realloc(ss->unheld, (ss->nunheld + 1) * sizeof(*v));
+	if (v) {
+		ss->unheld = v;
+		v[ss->nunheld++] = id;
+	}
+	pthread_mutex_unlock(&ss->lock);
+}
+
+/* Was record id one whose layer we could not hold?  Then it is not any
+ * more (it is being removed, or a new hold was taken for it). */
+static int unheld_take(struct snapshots *ss, int64_t id)
+{
+	int found = 0;
+
+	pthread_mutex_lock(&ss->lock);
+	for (size_t k = 0; k < ss->nunheld && !found; k++)
+		if (ss->unheld[k] == id) {
+			ss->unheld[k] = ss->unheld[--ss->nunheld];
+			found = 1;
+		}
+	pthread_mutex_unlock(&ss->lock);
+	return found;
+}
+
+/* Hold record i's layer, when it has one (at start, from the records). */
+static int hold_record(struct snap_info *i, void *arg)
+{
+	struct snapshots *ss = arg;
+	struct daxfs_err err = { 0 };
+	uint8_t diff_id[32];
+
+	if (!record_layer(ss, i, diff_id)) {
+		if (i->dir[0]) {
+			log_warn("snapshotter: snapshot %s: its layer's chain is no longer in the "
+				 "region; it cannot be mounted", i->name);
+			unheld_add(ss, i->id);
+		}
+		return 0;
+	}
+	if (pins_hold(ss->pins, diff_id, &err) < 0) {
+		log_warn("snapshotter: snapshot %s: %s; it cannot be mounted", i->name, err.msg);
+		unheld_add(ss, i->id);
+	}
+	return 0;
+}
+
+/* The directory holding snapshot i's files: for a remote snapshot its
+ * held layer's directory in the view. */
+static int files_dir(struct snapshots *ss, const struct snap_info *i, char *out, size_t len,
+		     struct daxfs_err *err)
+{
+	uint8_t diff_id[32];
+	uint64_t serial;
+	char id[16];
+
+	if (!i->dir || !i->dir[0]) {
 		snapdir_path(ss->base, i->id, "fs", out, len);
+		return 0;
+	}
+	if (!ss->pins || !record_layer(ss, i, diff_id) ||
+	    pins_serial(ss->pins, diff_id, &serial) < 0)
+		return daxfs_err_set(err, -EBUSY, "snapshot %s: its layer is no longer in the "
+				     "region; remove the image and pull it again", i->name);
+	daxfs_short_id(serial, id);
+	snprintf(out, len, "%s/l/%s", ss->view, id);
+	return 0;
 }
 
 /* "dir1:dir2:..." of i's ancestors, nearest first; *n counts them. */
@@ -181,13 +289,17 @@ static int lowerdirs(struct snapshots *ss, const struct snap_info *i, char **out
 		size_t dl;
 		int rc = store_get_id(ss->store, id, &p, err);
 
+		/* An imported snapshot names the view's copy once it is in. */
+		if (rc == 0)
+			rc = import_files_dir(ss->imp, &p, i->id, dir, sizeof(dir), err);
+		if (rc == 0)
+			rc = files_dir(ss, &p, dir, sizeof(dir), err);
+		id = p.parent_id;
+		snap_info_free(&p);
 		if (rc < 0) {
 			free(s);
 			return rc;
 		}
-		files_dir(ss, &p, dir, sizeof(dir));
-		id = p.parent_id;
-		snap_info_free(&p);
 		dl = strlen(dir);
 		if (len + dl + 2 > cap) {
 			char *ns;
@@ -235,8 +347,8 @@ static int mounts_of(struct snapshots *ss, const struct snap_info *i, struct mou
 		return rc;
 	if (n == 0 || (n == 1 && i->kind == SNAP_VIEW)) {
 		m->mount.type = "bind";
-		if (n == 0)
-			files_dir(ss, i, dir, sizeof(dir));
+		if (n == 0 && (rc = files_dir(ss, i, dir, sizeof(dir), err)) < 0)
+			return rc;
 		m->mount.source = m->own[0] = strdup(n ? lower : dir);
 		m->options[k++] = i->kind == SNAP_ACTIVE ? "rw" : "ro";
 		m->options[k++] = "rbind";
@@ -267,31 +379,58 @@ static int mounts_of(struct snapshots *ss, const struct snap_info *i, struct mou
 
 /* ---- Prepare and View ---- */
 
-/* Is the layer of chain ref READY in the region, and shown by the view?
- * Then its directory goes to dir and usage to i. */
+/* Hold the layer of chain ref if it is READY in the region (after
+ * waiting while it is being unpacked) and shown by the view: 1 with its
+ * directory in dir, ni's layer and usage set and one hold the caller
+ * owns; else 0 with the reason in err. */
 static int region_layer(struct snapshots *ss, const char *ref, char *dir, size_t len,
-			struct snap_info *i)
+			struct snap_info *ni, struct daxfs_err *err)
 {
 	struct daxfs_chain_info ci;
 	struct daxfs_layer_info li;
 	uint8_t chain[32];
-	char id[16];
+	uint64_t serial = 0;
+	char id[16], dg[72];
 	struct stat st;
 
-	if (!ss->fs || digest_parse(ref, chain) < 0 || daxfs_chain_get(ss->fs, chain, &ci) < 0 ||
-	    daxfs_layer_info(ss->fs, ci.diff_id, &li, NULL) < 0 || li.state != 2 /* READY */)
+	if (!ss->d || digest_parse(ref, chain) < 0 || daxfs_chain_get(ss->d->fs, chain, &ci) < 0) {
+		daxfs_err_set(err, -ENOENT, "chain %s is not in the region", ref);
 		return 0;
-	daxfs_short_id(li.serial, id);
+	}
+	if (daxfs_layer_info(ss->d->fs, ci.diff_id, &li, NULL) == 0 && li.state == 1) {
+		log_info("snapshotter: chain %s is being unpacked (host slot %d); waiting", ref,
+			 li.claimant_slot);
+		if (layer_wait_unpacked(ss->d, ci.diff_id, NULL, NULL, err) < 0)
+			return 0;
+	}
+	/* Held before anything is recorded or answered: from here on no
+	 * eviction can take the layer. */
+	if (pins_hold(ss->pins, ci.diff_id, err) < 0)
+		return 0;
+	pins_serial(ss->pins, ci.diff_id, &serial);
+	daxfs_short_id(serial, id);
 	snprintf(dir, len, "%s/l/%s", ss->view, id);
 	for (int waited = 0; stat(dir, &st) < 0 || !S_ISDIR(st.st_mode); waited += 50) {
 		struct timespec ts = { 0, 50000000 };
 
-		if (waited >= VIEW_WAIT_MS)
-			return 0;	/* no view: containerd unpacks it itself */
+		if (waited >= VIEW_WAIT_MS) {
+			pins_release(ss->pins, ci.diff_id);
+			daxfs_err_set(err, -ENOENT, "the view does not show %s", dir);
+			return 0;
+		}
 		nanosleep(&ts, NULL);
 	}
-	i->size = (int64_t)li.unpacked_bytes;
-	i->inodes = (int64_t)li.files;
+	if (daxfs_layer_info(ss->d->fs, ci.diff_id, &li, NULL) == 0) {
+		ni->size = (int64_t)li.unpacked_bytes;
+		ni->inodes = (int64_t)li.files;
+	}
+	digest_format(ci.diff_id, dg);
+	ni->layer = strdup(dg);
+	if (!ni->layer) {
+		pins_release(ss->pins, ci.diff_id);
+		daxfs_err_set(err, -ENOMEM, "out of memory");
+		return 0;
+	}
 	return 1;
 }
 
@@ -317,26 +456,48 @@ static int get_parent(struct snapshots *ss, const char *parent, int64_t *id,
 	return rc;
 }
 
+/* Undo what a failed remote() put in ni. */
+static void remote_forget(struct snap_info *ni)
+{
+	free(ni->name);
+	free(ni->parent);
+	free(ni->dir);
+	free(ni->layer);
+	ni->name = ni->parent = ni->dir = ni->layer = NULL;
+	ni->size = ni->inodes = 0;
+}
+
 /* A layer the region already has: record (or find) the committed
- * snapshot named ref.  1 when there is one (the caller answers
- * AlreadyExists), 0 to go the local way. */
+ * snapshot named ref, holding its layer.  1 when there is one (the
+ * caller answers AlreadyExists), 0 to go the local way (the reason in
+ * err). */
 static int remote(struct snapshots *ss, const char *ref, const char *parent,
 		  struct snap_info *ni, struct daxfs_err *err)
 {
 	struct snap_info old;
+	uint8_t diff_id[32];
 	char dir[4200];
-	int rc;
+	int rc, keep = 0;
 
-	if (!region_layer(ss, ref, dir, sizeof(dir), ni))
+	if (!region_layer(ss, ref, dir, sizeof(dir), ni, err))
 		return 0;
-	if (store_begin(ss->store, err) < 0)
-		return 0;
+	digest_parse(ni->layer, diff_id);
+	rc = store_begin(ss->store, err);
+	if (rc < 0)
+		goto out;
 	rc = store_get(ss->store, ref, &old, err);
 	if (rc == 0) {
-		/* Ours only if it sits on the same parent. */
-		rc = old.kind == SNAP_COMMITTED && !strcmp(old.parent, parent);
+		/* Ours only if it sits on the same parent.  It holds its
+		 * layer already, unless that failed at start: then this
+		 * hold becomes its. */
+		rc = old.kind == SNAP_COMMITTED && !strcmp(old.parent, parent) ? 1 : 0;
+		keep = rc == 1 && unheld_take(ss, old.id);
+		if (rc == 0)
+			daxfs_err_set(err, -EEXIST, "snapshot %s exists on another parent", ref);
 		snap_info_free(&old);
-		return store_end(ss->store, 0, err) < 0 ? 0 : rc;
+		if (store_end(ss->store, 0, err) < 0)
+			rc = 0;
+		goto out;
 	}
 	if (rc == -ENOENT)
 		rc = get_parent(ss, parent, &ni->parent_id, err);
@@ -345,11 +506,91 @@ static int remote(struct snapshots *ss, const char *ref, const char *parent,
 		ni->parent = strdup(parent);
 		ni->dir = strdup(dir);
 		ni->kind = SNAP_COMMITTED;
-		rc = ni->name && ni->parent && ni->dir ? store_insert(ss->store, ni, err) : -ENOMEM;
+		rc = ni->name && ni->parent && ni->dir ? store_insert(ss->store, ni, err) :
+			daxfs_err_set(err, -ENOMEM, "out of memory");
 	}
-	rc = store_end(ss->store, rc, err);
-	/* Anything amiss: let the local way answer it. */
-	return rc == 0;
+	rc = store_end(ss->store, rc, err) == 0;
+	keep = rc;	/* the new record owns the hold */
+out:
+	if (!keep)
+		pins_release(ss->pins, diff_id);
+	if (rc != 1)
+		remote_forget(ni);
+	return rc == 1;
+}
+
+/* Pull image into the region for a CRI Prepare: one pull per image at a
+ * time, the Prepares that come while it runs wait for its outcome. */
+static int cri_pull(struct snapshots *ss, const char *image, struct daxfs_err *err)
+{
+	struct cri_pull *p, **pp;
+	json_t *res = NULL;
+	int rc;
+
+	pthread_mutex_lock(&ss->lock);
+	for (p = ss->pulls; p && strcmp(p->image, image); p = p->next)
+		;
+	if (p) {
+		p->refs++;
+		while (!p->done)
+			pthread_cond_wait(&ss->pulled, &ss->lock);
+		rc = p->rc;
+		if (rc < 0)
+			daxfs_err_set(err, rc, "%s", p->msg);
+	} else if (strlen(image) >= sizeof(p->image) || !(p = calloc(1, sizeof(*p)))) {
+		pthread_mutex_unlock(&ss->lock);
+		return daxfs_err_set(err, -EINVAL, "cannot pull %.100s", image);
+	} else {
+		memcpy(p->image, image, strlen(image) + 1);
+		p->refs = 1;
+		p->next = ss->pulls;
+		ss->pulls = p;
+		pthread_mutex_unlock(&ss->lock);
+		atomic_fetch_add(&ss->d->cri_pulls, 1);
+		log_info("snapshotter: pulling %s into the region for containerd", image);
+		rc = pull_image(ss->d, image, NULL, NULL, &res, err);
+		json_decref(res);
+		pthread_mutex_lock(&ss->lock);
+		p->done = 1;
+		p->rc = rc;
+		snprintf(p->msg, sizeof(p->msg), "%s", rc < 0 ? err->msg : "");
+		for (pp = &ss->pulls; *pp != p; pp = &(*pp)->next)
+			;
+		*pp = p->next;
+		pthread_cond_broadcast(&ss->pulled);
+	}
+	if (--p->refs == 0)
+		free(p);
+	pthread_mutex_unlock(&ss->lock);
+	return rc;
+}
+
+/* A Prepare labelled with chain ref: 1 if a remote snapshot answers it.
+ * With CRI's labels and the chain not in the region, the image is pulled
+ * into the region first; if that does not give the chain, containerd
+ * unpacks the layer itself (a fallback, logged and counted). */
+static int remote_or_pull(struct snapshots *ss, const char *key, const char *ref,
+			  const char *parent, struct snap_info *ni)
+{
+	const char *image = snap_label_get(ni, LABEL_CRI_IMAGE);
+	const char *layer = snap_label_get(ni, LABEL_CRI_LAYER);
+	struct daxfs_err why = { 0 };
+
+	if (remote(ss, ref, parent, ni, &why))
+		return 1;
+	if (!image || !layer || !ss->d)
+		return 0;
+	memset(&why, 0, sizeof(why));
+	if (cri_pull(ss, image, &why) == 0) {
+		if (remote(ss, ref, parent, ni, &why))
+			return 1;
+	} else {
+		daxfs_err_prefix(&why, "pull failed");
+	}
+	atomic_fetch_add(&ss->d->cri_fallbacks, 1);
+	log_warn("snapshotter: %s: layer %s of %s is unpacked by containerd: %s", key, layer,
+		 image, why.msg);
+	return 0;
 }
 
 static int create_local(struct snapshots *ss, const char *key, const char *parent,
@@ -386,23 +627,15 @@ static int create(struct snapshots *ss, int kind, const char *key, const char *p
 		  struct snap_info *ni, struct mount_msg *m, struct daxfs_err *err)
 {
 	const char *ref = snap_label_get(ni, LABEL_SNAPSHOT_REF);
-	int rc;
 
 	if (!key[0])
 		return daxfs_err_set(err, -EINVAL, "snapshot key is empty");
 	ni->kind = kind;
 	ni->created_ns = ni->updated_ns = now_ns();
 	if (kind == SNAP_ACTIVE && ref && strcmp(ref, key)) {
-		rc = remote(ss, ref, parent, ni, err);
-		if (rc != 0)
+		if (remote_or_pull(ss, key, ref, parent, ni))
 			return daxfs_err_set(err, -EEXIST, "target snapshot %s: already exists", ref);
-		free(ni->name);
-		free(ni->parent);
-		free(ni->dir);
-		ni->name = ni->parent = ni->dir = NULL;
 		ni->kind = kind;
-		ni->size = ni->inodes = 0;
-		memset(err, 0, sizeof(*err));
 	}
 	return create_local(ss, key, parent, ni, m, err);
 }
@@ -515,8 +748,11 @@ static int h_stat(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r)
 	const P(StatSnapshotRequest) *q = (const void *)msg;
 	struct daxfs_err err = { 0 };
 	struct snap_info i;
-	int rc = lookup(ctx, q->key, &i, &err);
+	struct snapshots *ss = ctx;
+	int rc = lookup(ss, q->key, &i, &err);
 
+	if (rc == 0 && (rc = import_describe(ss->imp, &i, &err)) < 0)
+		snap_info_free(&i);
 	if (rc < 0)
 		return fail(r, rc, &err);
 	REPLY_INFO(P(StatSnapshotResponse),
@@ -532,13 +768,22 @@ static int h_usage(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r)
 	struct snapshots *ss = ctx;
 	struct daxfs_err err = { 0 };
 	struct snap_info i;
+	uint8_t diff_id[32];
 	int rc = lookup(ss, q->key, &i, &err);
 
 	if (rc < 0)
 		return fail(r, rc, &err);
 	resp.size = i.size;
 	resp.inodes = i.inodes;
-	if (i.kind == SNAP_ACTIVE) {
+	if (record_layer(ss, &i, diff_id)) {
+		struct daxfs_layer_info li;
+
+		/* A remote snapshot: what its layer holds, unpacked. */
+		if (daxfs_layer_info(ss->d->fs, diff_id, &li, NULL) == 0) {
+			resp.size = (int64_t)li.unpacked_bytes;
+			resp.inodes = (int64_t)li.files;
+		}
+	} else if (i.kind == SNAP_ACTIVE) {
 		char dir[4200];
 
 		/* Still changing: measured now, not recorded. */
@@ -598,9 +843,14 @@ static int commit(struct snapshots *ss, const P(CommitSnapshotRequest) *q,
 		LABELS_FROM(&i, q, rc, err);
 		if (rc == 0)
 			rc = store_update(ss->store, &i, err);
+		if (rc == 0)
+			rc = import_commit(ss->imp, &i, q->key, err);
 	}
 	snap_info_free(&i);
-	return store_end(ss->store, rc, err);
+	rc = store_end(ss->store, rc, err);
+	if (rc == 0)
+		import_kick(ss->imp);
+	return rc;
 }
 
 static int h_commit(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r)
@@ -625,7 +875,9 @@ static int h_remove(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r
 	struct snapshots *ss = ctx;
 	struct daxfs_err err = { 0 };
 	struct snap_info i = { 0 };
-	int64_t local = 0;
+	int64_t local = 0, id = 0;
+	uint8_t diff_id[32];
+	int held = 0;
 	int rc = store_begin(ss->store, &err);
 
 	if (rc < 0)
@@ -639,15 +891,21 @@ static int h_remove(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r
 		rc = store_delete(ss->store, i.id, &err);
 		/* A remote snapshot's directory is the view's, not ours. */
 		local = i.dir[0] ? 0 : i.id;
+		id = i.id;
+		held = record_layer(ss, &i, diff_id);
 	}
 	snap_info_free(&i);
 	rc = store_end(ss->store, rc, &err);
 	if (rc < 0)
 		return fail(r, rc, &err);
+	/* The record is gone: so is its hold (if it had one). */
+	if (held && !unheld_take(ss, id))
+		pins_release(ss->pins, diff_id);
 	/* After the commit: a crash before this leaves a directory that
 	 * Cleanup (and the next start) removes. */
 	if (local)
 		snapdir_remove(ss->base, local);
+	import_kick(ss->imp);
 	return reply(r, &resp.base);
 }
 
@@ -919,7 +1177,7 @@ const struct grpc_method snapshots_methods[] = {
 	{ NULL, NULL, NULL },
 };
 
-int snapshots_open(const char *root, const char *view, struct daxfs *fs,
+int snapshots_open(const char *root, const char *view, struct daemon *d,
 		   struct snapshots **out, struct daxfs_err *err)
 {
 	struct snapshots *ss = calloc(1, sizeof(*ss));
@@ -928,28 +1186,51 @@ int snapshots_open(const char *root, const char *view, struct daxfs *fs,
 
 	if (!ss)
 		return daxfs_err_set(err, -ENOMEM, "out of memory");
-	ss->fs = fs;
+	ss->d = d;
+	pthread_mutex_init(&ss->lock, NULL);
+	pthread_cond_init(&ss->pulled, NULL);
 	snprintf(ss->base, sizeof(ss->base), "%s/snapshots", root);
 	snprintf(ss->view, sizeof(ss->view), "%s", view);
 	snprintf(db, sizeof(db), "%s/snapshots.db", root);
 	if (mkdir(ss->base, 0700) < 0 && errno != EEXIST) {
 		rc = daxfs_err_set(err, -errno, "create %s: %s", ss->base, strerror(errno));
-		free(ss);
-		return rc;
+		goto fail;
 	}
 	rc = store_open(db, &ss->store, err);
-	if (rc < 0) {
-		free(ss);
-		return rc;
+	if (rc < 0)
+		goto fail;
+	if (d && pins_new(d->fs, &ss->pins) < 0) {
+		rc = daxfs_err_set(err, -ENOMEM, "out of memory");
+		goto fail;
 	}
+	/* The records say which layers this host needs: hold them again. */
+	if (ss->pins) {
+		rc = store_begin(ss->store, err);
+		if (rc == 0)
+			rc = store_end(ss->store, store_foreach(ss->store, hold_record, ss, err), err);
+		if (rc < 0)
+			goto fail;
+	}
+	rc = import_open(ss->store, d ? d->fs : NULL, ss->pins, ss->base, ss->view, &ss->imp,
+			 err);
+	if (rc < 0)
+		goto fail;
 	*out = ss;
 	return 0;
+fail:
+	snapshots_close(ss);
+	return rc;
 }
 
 void snapshots_close(struct snapshots *ss)
 {
 	if (!ss)
 		return;
+	import_close(ss->imp);
 	store_close(ss->store);
+	pins_free(ss->pins);
+	free(ss->unheld);
+	pthread_cond_destroy(&ss->pulled);
+	pthread_mutex_destroy(&ss->lock);
 	free(ss);
 }

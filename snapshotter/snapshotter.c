@@ -1,12 +1,18 @@
 /* daxfsd's snapshotter socket and service: see snapshotter.h. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "grpc.h"
 #include "log.h"
 #include "snapshots.h"
@@ -17,6 +23,15 @@ static struct grpc_server *server;
 static struct snapshots *snaps;
 static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static ino_t sock_ino;
+
+/* The image-filesystem path containerd 1.6's CRI reports: a read-only
+ * bind mount of the view (whose statfs is the region's). */
+#define CAPACITY_DIR "io.containerd.snapshotter.v1.daxfs"
+#define FUSE_MAGIC 0x65735546
+static char cap_path[4200], cap_view[4200];
+static pthread_t cap_thread;
+static _Atomic int cap_stop;
+static int cap_running;
 
 static void mkdirs(const char *path)
 {
@@ -78,8 +93,93 @@ static int listen_on(const char *path, struct daxfs_err *err)
 	return fd;
 }
 
-int snapshotter_start(const struct settings *c, struct daxfs *fs, struct daxfs_err *err)
+/* ---- the image-filesystem bind mount ---- */
+
+static int is_fuse(const char *path, int *eno)
 {
+	struct statfs st;
+
+	if (statfs(path, &st) < 0) {
+		*eno = errno;
+		return 0;
+	}
+	*eno = 0;
+	return st.f_type == FUSE_MAGIC;
+}
+
+/* Bind the view at cap_path once it serves.  A bind already there (from
+ * before a daxfsd restart) is kept; one left by a view that died is
+ * replaced. */
+static void capacity_check(void)
+{
+	char dir[sizeof(cap_path)];
+	int eno;
+
+	if (!is_fuse(cap_view, &eno))
+		return;		/* the view is not serving (yet) */
+	if (is_fuse(cap_path, &eno))
+		return;
+	if (eno == ENOTCONN) {
+		log_info("snapshotter: %s shows a view that is gone; binding the new one", cap_path);
+		umount2(cap_path, MNT_DETACH);
+	}
+	snprintf(dir, sizeof(dir), "%s", cap_path);
+	for (char *p = dir + 1; (p = strchr(p, '/')); p++) {
+		*p = 0;
+		mkdir(dir, 0755);
+		*p = '/';
+	}
+	mkdir(cap_path, 0755);
+	if (mount(cap_view, cap_path, NULL, MS_BIND, NULL) < 0) {
+		log_warn("snapshotter: bind %s at %s: %s", cap_view, cap_path, strerror(errno));
+		return;
+	}
+	if (mount(NULL, cap_path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0)
+		log_warn("snapshotter: make %s read-only: %s", cap_path, strerror(errno));
+	log_info("snapshotter: %s shows the region (the view at %s)", cap_path, cap_view);
+}
+
+static void *capacity_main(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&cap_stop)) {
+		capacity_check();
+		/* The view may start late or be restarted: look again. */
+		for (int t = 0; t < 500 && !atomic_load(&cap_stop); t += 50) {
+			struct timespec ts = { 0, 50 * 1000000L };
+
+			nanosleep(&ts, NULL);
+		}
+	}
+	return NULL;
+}
+
+static void capacity_start(const struct settings *c, const char *view)
+{
+	if (!c->containerd_root[0])
+		return;
+	snprintf(cap_path, sizeof(cap_path), "%s/%s", c->containerd_root, CAPACITY_DIR);
+	snprintf(cap_view, sizeof(cap_view), "%s", view);
+	atomic_store(&cap_stop, 0);
+	cap_running = pthread_create(&cap_thread, NULL, capacity_main, NULL) == 0;
+	if (!cap_running)
+		log_warn("snapshotter: no thread to bind %s", cap_path);
+}
+
+static void capacity_stop(void)
+{
+	if (!cap_running)
+		return;
+	atomic_store(&cap_stop, 1);
+	pthread_join(cap_thread, NULL);
+	cap_running = 0;
+}
+
+/* ---- the service ---- */
+
+int snapshotter_start(struct daemon *d, struct daxfs_err *err)
+{
+	const struct settings *c = d->cfg;
 	const char *path = c->snapshotter_address;
 	char view[4200];
 	int fd, rc;
@@ -93,9 +193,12 @@ int snapshotter_start(const struct settings *c, struct daxfs *fs, struct daxfs_e
 		return 0;
 	}
 	view_mountpoint(c, view, sizeof(view));
-	rc = snapshots_open(c->root, view, fs, &snaps, err);
-	if (rc < 0)
+	capacity_start(c, view);
+	rc = snapshots_open(c->root, view, d, &snaps, err);
+	if (rc < 0) {
+		capacity_stop();
 		return daxfs_err_prefix(err, "snapshotter");
+	}
 	rc = snapshots_cleanup(snaps, err);
 	if (rc < 0)
 		log_warn("snapshotter: %s", err->msg);
@@ -109,6 +212,7 @@ int snapshotter_start(const struct settings *c, struct daxfs *fs, struct daxfs_e
 			unlink(path);
 		snapshots_close(snaps);
 		snaps = NULL;
+		capacity_stop();
 		return daxfs_err_prefix(err, "snapshotter");
 	}
 	memcpy(sock_path, path, strlen(path) + 1);
@@ -120,6 +224,7 @@ void snapshotter_stop(void)
 {
 	struct stat st;
 
+	capacity_stop();	/* the bind mount stays, with the view */
 	if (!server)
 		return;
 	grpc_server_stop(server);

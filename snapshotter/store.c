@@ -29,7 +29,8 @@ static const char schema[] =
 	" updated INTEGER NOT NULL,"
 	" dir TEXT NOT NULL DEFAULT '',"
 	" size INTEGER NOT NULL DEFAULT 0,"
-	" inodes INTEGER NOT NULL DEFAULT 0);"
+	" inodes INTEGER NOT NULL DEFAULT 0,"
+	" layer TEXT NOT NULL DEFAULT '');"
 	"CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);"
 	"CREATE TABLE IF NOT EXISTS labels ("
 	" snapshot INTEGER NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,"
@@ -39,7 +40,7 @@ static const char schema[] =
 
 #define SELECT_INFO \
 	"SELECT s.id, s.name, coalesce(p.name, ''), coalesce(s.parent, 0), s.kind," \
-	" s.created, s.updated, s.dir, s.size, s.inodes" \
+	" s.created, s.updated, s.dir, s.size, s.inodes, s.layer" \
 	" FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent"
 
 static int db_err(struct store *s, int rc, const char *what, struct daxfs_err *err)
@@ -48,6 +49,25 @@ static int db_err(struct store *s, int rc, const char *what, struct daxfs_err *e
 		rc == SQLITE_FULL ? -ENOSPC : -EIO;
 
 	return daxfs_err_set(err, e, "snapshot records: %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+/* Records written before the layer column existed get it, empty. */
+static int add_layer_column(sqlite3 *db, char **msg)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('snapshots')"
+				    " WHERE name = 'layer'", -1, &st, NULL);
+
+	if (rc != SQLITE_OK)
+		return rc;
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc == SQLITE_ROW)
+		return SQLITE_OK;
+	if (rc != SQLITE_DONE)
+		return rc;
+	return sqlite3_exec(db, "ALTER TABLE snapshots ADD COLUMN layer TEXT NOT NULL DEFAULT ''",
+			    NULL, NULL, msg);
 }
 
 int store_open(const char *path, struct store **out, struct daxfs_err *err)
@@ -64,6 +84,8 @@ int store_open(const char *path, struct store **out, struct daxfs_err *err)
 		rc = sqlite3_busy_timeout(s->db, 10000);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(s->db, schema, NULL, NULL, &msg);
+	if (rc == SQLITE_OK)
+		rc = add_layer_column(s->db, &msg);
 	if (rc != SQLITE_OK) {
 		rc = daxfs_err_set(err, -EIO, "open %s: %s", path,
 				   msg ? msg : s->db ? sqlite3_errmsg(s->db) : "out of memory");
@@ -203,6 +225,7 @@ void snap_info_free(struct snap_info *i)
 	free(i->name);
 	free(i->parent);
 	free(i->dir);
+	free(i->layer);
 	memset(i, 0, sizeof(*i));
 }
 
@@ -273,7 +296,8 @@ static int row_info(sqlite3_stmt *st, struct snap_info *i)
 	i->dir = column_dup(st, 7);
 	i->size = sqlite3_column_int64(st, 8);
 	i->inodes = sqlite3_column_int64(st, 9);
-	if (!i->name || !i->parent || !i->dir) {
+	i->layer = column_dup(st, 10);
+	if (!i->name || !i->parent || !i->dir || !i->layer) {
 		snap_info_free(i);
 		return -ENOMEM;
 	}
@@ -336,7 +360,7 @@ int store_insert(struct store *s, struct snap_info *i, struct daxfs_err *err)
 {
 	sqlite3_stmt *st;
 	int rc = prepare(s, "INSERT INTO snapshots (name, parent, kind, created, updated, dir,"
-			 " size, inodes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", &st, err);
+			 " size, inodes, layer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", &st, err);
 
 	if (rc < 0)
 		return rc;
@@ -351,6 +375,7 @@ int store_insert(struct store *s, struct snap_info *i, struct daxfs_err *err)
 	sqlite3_bind_text(st, 6, i->dir ? i->dir : "", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 7, i->size);
 	sqlite3_bind_int64(st, 8, i->inodes);
+	sqlite3_bind_text(st, 9, i->layer ? i->layer : "", -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	if (rc == SQLITE_CONSTRAINT)
@@ -454,4 +479,9 @@ int store_last_id(struct store *s, int64_t *id, struct daxfs_err *err)
 	*id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
 	sqlite3_finalize(st);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(s, rc, "read", err);
+}
+
+struct sqlite3 *store_sqlite(struct store *s)
+{
+	return s->db;
 }

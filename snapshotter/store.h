@@ -28,6 +28,8 @@ struct snap_info {
 	int64_t created_ns, updated_ns;	/* Unix time */
 	char *dir;		/* "" = ROOT/snapshots/<id>; else a directory of
 				 * the region's view (a remote snapshot) */
+	char *layer;		/* "sha256:<diff_id>" of the region layer the
+				 * record keeps held, "" for none */
 	int64_t size, inodes;	/* committed: usage when committed */
 	size_t nlabels;
 	struct snap_label *labels;	/* sorted by key */
@@ -48,7 +50,7 @@ int store_get(struct store *s, const char *name, struct snap_info *out,
 	      struct daxfs_err *err);
 int store_get_id(struct store *s, int64_t id, struct snap_info *out,
 		 struct daxfs_err *err);
-/* Insert i (name, parent_id, kind, times, dir, usage, labels) and set
+/* Insert i (name, parent_id, kind, times, dir, layer, usage, labels) and set
  * i->id; -EEXIST if the name is taken. */
 int store_insert(struct store *s, struct snap_info *i, struct daxfs_err *err);
 /* Rewrite the row of i->id: name, kind, times, usage and labels. */
@@ -68,5 +70,9 @@ int store_last_id(struct store *s, int64_t *id, struct daxfs_err *err);
 int snap_label_set(struct snap_info *i, const char *key, const char *value);
 const char *snap_label_get(const struct snap_info *i, const char *key);
 void snap_info_free(struct snap_info *i);
+
+/* The database, for modules keeping tables of their own in it (the
+ * importer); only between store_begin and store_end. */
+struct sqlite3 *store_sqlite(struct store *s);
 
 #endif
