@@ -652,11 +652,11 @@ TEST(two_processes_sweep)
 /* ---- killed at every new failpoint site ----
  *
  * The child (host 3) pins image reg/k200, makes layers 201..204 recently
- * used, runs one clock pass that wants more than it can get (two
- * revolutions: second chances, then evictions); after its first eviction
- * it pins the images of the layers still READY, so the evictions that
- * follow are rolled back; then it waits out lease + grace and clears the
- * stale holds of host 4, which died holding layer 205. */
+ * used, runs one clock pass that one eviction satisfies (second chances,
+ * then that eviction), then a pass with --all that, after its first
+ * eviction, pins the images of the layers still READY, so that the
+ * evictions that follow are rolled back; then it waits out lease + grace
+ * and clears the stale holds of host 4, which died holding layer 205. */
 #define KBASE 200
 #define KN 5
 
@@ -688,8 +688,9 @@ static void kill_report(const struct daxfs_layer_info *li, void *arg)
 
 static int kill_child(int argc, char **argv)
 {
-	struct daxfs_gc_opts o = { .want_data = UINT64_MAX, .report = kill_report };
+	struct daxfs_gc_opts o = { 0 };
 	struct daxfs_gc_result r;
+	struct daxfs_usage u;
 	struct daxfs_host_info info[DFS_MAX_HOSTS];
 	struct daxfs_err err = { 0 };
 	struct daxfs_layer *l;
@@ -710,14 +711,23 @@ static int kill_child(int argc, char **argv)
 			return 5;
 		daxfs_layer_close(l);
 	}
+	/* Wants one eviction meets: second chances, then one eviction. */
 	kmark("clock");
+	if (daxfs_usage(fs, &u) < 0)
+		return 6;
+	o.want_data = u.data_total - u.data_used + 1;
+	if (daxfs_gc(fs, &o, &r, &err) < 0 || r.evicted != 1)
+		return 6;
+	/* --all: the first eviction pins the others, which roll back. */
+	kmark("all");
+	o.all = 1;
+	o.report = kill_report;
 	o.arg = fs;
-	if (daxfs_gc(fs, &o, &r, &err) < 0)
+	if (daxfs_gc(fs, &o, &r, &err) < 0 || r.evicted != 1)
 		return 6;
 	sleep_ms(2 * LEASE + 20);
 	kmark("stale");
-	o.want_data = 0;
-	o.report = NULL;
+	memset(&o, 0, sizeof(o));
 	if (daxfs_gc(fs, &o, &r, &err) < 0 || r.stale_cleared != 1)
 		return 7;
 	kmark("end");
@@ -842,7 +852,7 @@ static int kill_verify(struct daxfs *fs, uint64_t fp)
 
 TEST(kill_at_every_site)
 {
-	static const char *marks[] = { "pin", "clock", "pins", "rollbacks", "stale" };
+	static const char *marks[] = { "pin", "clock", "all", "pins", "rollbacks", "stale" };
 	const char *lg = getenv("DAXFS_TEST_LONG");
 	bool all = lg && *lg && strcmp(lg, "0");
 	uint64_t sites[16], first, last;
