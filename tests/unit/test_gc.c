@@ -137,6 +137,15 @@ static int image(struct daxfs *fs, const char *ref, const unsigned *keys, int n)
 	return rc;
 }
 
+/* A host process dies holding layers: the region is left as it is and
+ * the process memory (the handles with it) is gone. */
+static void crash(struct daxfs *fs, struct daxfs_layer *l1, struct daxfs_layer *l2)
+{
+	daxfs_abandon(fs);
+	free(l1);
+	free(l2);
+}
+
 static int lstate(struct daxfs *fs, unsigned key, struct daxfs_layer_info *li)
 {
 	struct daxfs_layer_info tmp;
@@ -374,9 +383,7 @@ TEST(restart_keeps_holds_and_syncs)
 	CHECK_RC(lopen(d1, 41, &y1), 0);
 	CHECK_RC(lopen(v, 41, &yv), 0);
 	inc1 = daxfs_host_incarnation(d1);
-	(void)x1;
-	(void)y1;
-	daxfs_abandon(d1);		/* daxfsd crashes; its holds stay */
+	crash(d1, x1, y1);		/* daxfsd crashes; its holds stay */
 	/* The restarted daemon reaps its previous incarnation: the bits of
 	 * both classes survive. */
 	CHECK_RC(host(1, DAXFS_PROC_DAEMON, LEASE, LEASE, &d2), 0);
@@ -420,9 +427,8 @@ TEST(dead_host_holds_go_after_grace)
 	slot_a = daxfs_host_slot(a);
 	CHECK_RC(build(a, 50), 0);
 	CHECK_RC(lopen(a, 50, &l), 0);
-	(void)l;
 	died = tu_now_ms();
-	daxfs_abandon(a);
+	crash(a, l, NULL);
 	CHECK_RC(reap_until_gone(b, 1), 0);
 	/* Reaped, and its bit is still there. */
 	CHECK(lstate(b, 50, &li) == DFS_L_READY && li.holders == 1ULL << slot_a);
@@ -466,6 +472,7 @@ TEST(reattach_while_clearing)
 	struct daxfs_layer *l;
 	struct daxfs_layer_info li;
 	struct daxfs_gc_result r;
+	struct daxfs_layer *l2;
 	struct attach_arg at = { 0 };
 	pthread_t t;
 	_Atomic uint64_t *ow;
@@ -479,8 +486,8 @@ TEST(reattach_while_clearing)
 	CHECK_RC(build(a, 60), 0);
 	CHECK_RC(build(a, 61), 0);
 	CHECK_RC(lopen(a, 60, &l), 0);
-	CHECK_RC(lopen(a, 61, &l), 0);
-	daxfs_abandon(a);
+	CHECK_RC(lopen(a, 61, &l2), 0);
+	crash(a, l, l2);
 	CHECK_RC(reap_until_gone(b, 1), 0);
 	/* b starts clearing slot a's stale bits, as holds_clear_stale does. */
 	ow = &b->hosts[slot_a].owner;
@@ -757,7 +764,7 @@ static int kill_setup(struct daxfs **fs)
 	if (rc == 0)
 		rc = host(4, DAXFS_PROC_DAEMON, LEASE, LEASE, &dead);
 	if (rc == 0 && (rc = lopen(dead, KBASE + KN, &l)) == 0) {
-		daxfs_abandon(dead);
+		crash(dead, l, NULL);
 		rc = reap_until_gone(*fs, 4);
 	}
 	return rc;
