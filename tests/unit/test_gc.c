@@ -409,6 +409,62 @@ TEST(restart_keeps_holds_and_syncs)
 	unlink(path);
 }
 
+/* A host with a daemon lives by its daemons' heartbeats; without one (it
+ * stopped cleanly), by its view's. */
+static enum daxfs_liveness liveness(struct daxfs *obs, int id)
+{
+	struct daxfs_host_info info[DFS_MAX_HOSTS];
+	int n = daxfs_hosts_observe(obs, info, DFS_MAX_HOSTS);
+
+	for (int i = 0; i < n && i < (int)DFS_MAX_HOSTS; i++)
+		if (info[i].uuid[0] == 0xda && info[i].uuid[15] == id)
+			return info[i].liveness;
+	return DAXFS_HOST_UNUSED;
+}
+
+static int wait_liveness(struct daxfs *obs, int id, enum daxfs_liveness want)
+{
+	uint64_t end = tu_now_ms() + 5000;
+
+	while (liveness(obs, id) != want) {
+		if (tu_now_ms() > end)
+			return -ETIMEDOUT;
+		sleep_ms(5);
+	}
+	return 0;
+}
+
+TEST(liveness_follows_the_daemon)
+{
+	struct daxfs *d, *v, *obs;
+	uint64_t end;
+
+	CHECK_RC(mk("gc10"), 0);
+	CHECK_RC(host(1, DAXFS_PROC_DAEMON, LEASE, LEASE, &d), 0);
+	CHECK_RC(host(1, DAXFS_PROC_VIEW, LEASE, LEASE, &v), 0);
+	CHECK_RC(host(2, DAXFS_PROC_DAEMON, LEASE, LEASE, &obs), 0);
+	CHECK_RC(daxfs_heartbeat_start(v), 0);
+	/* The daemon stalls while the view beats: dead all the same. */
+	CHECK_RC(wait_liveness(obs, 1, DAXFS_HOST_DEAD), 0);
+	/* It stops cleanly: the view alone keeps the host alive. */
+	daxfs_close(d);
+	CHECK_RC(wait_liveness(obs, 1, DAXFS_HOST_ALIVE), 0);
+	for (end = tu_now_ms() + 4 * LEASE; tu_now_ms() < end; sleep_ms(5))
+		CHECK(liveness(obs, 1) == DAXFS_HOST_ALIVE);
+	daxfs_close(v);
+	daxfs_close(obs);
+	unlink(path);
+}
+
+TEST(at_most_28_hosts)
+{
+	CHECK_RC(mk("gc11"), 0);
+	unlink(path);
+	CHECK(tu_mkfs(path, REGION, DFS_MAX_HOSTS + 1) < 0);
+	CHECK_RC(tu_mkfs(path, REGION, 28), 0);
+	unlink(path);
+}
+
 /* ---- stale holder bits ---- */
 
 TEST(dead_host_holds_go_after_grace)
@@ -911,6 +967,8 @@ CHECK_MAIN_BEGIN(GC_PROG)
 	RUN(pins);
 	RUN(daemon_and_view_classes);
 	RUN(restart_keeps_holds_and_syncs);
+	RUN(liveness_follows_the_daemon);
+	RUN(at_most_28_hosts);
 	RUN(dead_host_holds_go_after_grace);
 	RUN(reattach_while_clearing);
 	RUN(full_error_names_holders);
