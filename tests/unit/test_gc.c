@@ -456,6 +456,54 @@ TEST(liveness_follows_the_daemon)
 	unlink(path);
 }
 
+struct reaper_arg {
+	struct daxfs *fs;
+	_Atomic int stop;
+};
+
+static void *reaper_main(void *p)
+{
+	struct reaper_arg *r = p;
+
+	while (!atomic_load(&r->stop)) {
+		daxfs_reap_dead(r->fs, NULL);
+		sleep_ms(2);
+	}
+	return NULL;
+}
+
+/* daxfsd crashes while its view serves; a peer reaps it (its daemon's
+ * heartbeat stalled) while the restarted daemon is attaching: the attach
+ * waits for that reaping instead of taking it for a live daemon. */
+TEST(restart_while_a_peer_reaps)
+{
+	struct reaper_arg ra = { 0 };
+	struct daxfs *d, *v;
+	pthread_t t;
+	int rc = 0;
+
+	CHECK_RC(mk("gc12"), 0);
+	CHECK_RC(host(1, DAXFS_PROC_DAEMON, LEASE, LEASE, &d), 0);
+	CHECK_RC(host(1, DAXFS_PROC_VIEW, LEASE, LEASE, &v), 0);
+	CHECK_RC(host(2, DAXFS_PROC_DAEMON, LEASE, LEASE, &ra.fs), 0);
+	CHECK_RC(daxfs_heartbeat_start(v), 0);
+	CHECK_RC(daxfs_heartbeat_start(ra.fs), 0);
+	CHECK_RC(pthread_create(&t, NULL, reaper_main, &ra), 0);
+	for (int i = 0; i < 4 && rc == 0; i++) {
+		daxfs_abandon(d);
+		rc = host(1, DAXFS_PROC_DAEMON, LEASE, LEASE, &d);
+		daxfs_host_rejoin(v);
+	}
+	atomic_store(&ra.stop, 1);
+	pthread_join(t, NULL);
+	CHECK_RC(rc, 0);
+	CHECK(daxfs_host_rejoin(v) >= 0);
+	daxfs_close(d);
+	daxfs_close(v);
+	daxfs_close(ra.fs);
+	unlink(path);
+}
+
 TEST(at_most_28_hosts)
 {
 	CHECK_RC(mk("gc11"), 0);
@@ -968,6 +1016,7 @@ CHECK_MAIN_BEGIN(GC_PROG)
 	RUN(daemon_and_view_classes);
 	RUN(restart_keeps_holds_and_syncs);
 	RUN(liveness_follows_the_daemon);
+	RUN(restart_while_a_peer_reaps);
 	RUN(at_most_28_hosts);
 	RUN(dead_host_holds_go_after_grace);
 	RUN(reattach_while_clearing);
