@@ -23,6 +23,7 @@
 
 #include "check.h"
 #include "daxfs.h"
+#include "ref.h"
 #include "snapshots.pb-c.h"
 
 #define P(x) Containerd__Services__Snapshots__V1__##x
@@ -458,6 +459,41 @@ static int wait_gone(const char *path)
 
 /* ---- cases ---- */
 
+/* The imported layer is held by daxfsd itself (its record names it), not
+ * only by the view while mounted: with the view gone, it stays held and
+ * another host's gc cannot take it.  (Ends the case on failure.) */
+static void held_without_view(const char *chain)
+{
+
+	struct daxfs_open_opts o = { .path = region, .readonly = 1 };
+	struct daxfs_layer_info li;
+	uint8_t key[32];
+	struct daxfs *fs;
+
+	CHECK_RC(digest_parse(chain, key), 0);
+	stop_view();
+	CHECK_RC(daxfs_open(&o, &fs, NULL), 0);
+	CHECK_RC(daxfs_layer_info(fs, key, &li, NULL), 0);
+	CHECK(li.state == 2 /* READY */ && li.holders != 0);
+	daxfs_close(fs);
+	/* Another host sweeps everything it may. */
+	{
+		struct daxfs_host_opts h = { .uuid = { 0xec, 1 }, .name = "sweeper",
+					     .kind = DAXFS_PROC_DAEMON };
+		struct daxfs_gc_opts g = { .all = 1 };
+		struct daxfs_gc_result r;
+
+		o.readonly = 0;
+		CHECK_RC(daxfs_open(&o, &fs, NULL), 0);
+		CHECK_RC(daxfs_host_attach(fs, &h, NULL), 0);
+		CHECK_RC(daxfs_gc(fs, &g, &r, NULL), 0);
+		CHECK_RC(daxfs_layer_info(fs, key, &li, NULL), 0);
+		CHECK(li.state == 2 /* READY */);
+		daxfs_close(fs);
+	}
+	CHECK_RC(start_view(), 0);
+}
+
 static char c1[72], c1name[200], c1dir[1200], c1view[1200];
 
 /* An unpacked layer becomes a region layer; until the view shows it the
@@ -532,6 +568,9 @@ TEST(import_layer)
 	CHECK(readlink(p, v, sizeof(v)) == 5 && !memcmp(v, "a.txt", 5));
 	CHECK_RC(run("cmp -s '%s/big' '%s/big'", c1view, up), 0);
 
+	held_without_view(c1);
+	if (check_failed)
+		return;
 	/* The chain is in the region: a Prepare of it elsewhere is remote. */
 	CHECK_RC(prepare("default/5/extract-5 again", "", c1, 0, NULL, 0), 6 /* AlreadyExists */);
 
