@@ -61,7 +61,9 @@ struct daxfs {
 
 	int slot;		/* -1 until attached */
 	uint32_t inc;
-	int proc;
+	/* Atomic: a view's rejoin moves it while its heartbeat thread and
+	 * readers use it. */
+	_Atomic int proc;
 	bool daemon;
 	bool view;		/* holder bits of the view class */
 
