@@ -3,11 +3,13 @@
 #
 #   bench/run.sh BUILD_DIR
 #
-# Runs BUILD_DIR/bench/bench_unpack (layer unpack: region vs tmpfs) and
+# Runs BUILD_DIR/bench/bench_unpack (layer unpack: region vs tmpfs),
 # BUILD_DIR/bench/bench_hash (shared hash inserts: lock-free vs one
-# process-shared mutex), prints their tables, then a summary of the
-# ratios.  Scratch files live in a private directory under /dev/shm
-# (DAXFS_BENCH_DIR names another tmpfs parent), removed afterwards.
+# process-shared mutex) and BUILD_DIR/bench/bench_gc (layer eviction:
+# daxfs_gc vs rm -rf on tmpfs, and the cost of a clock pass that can free
+# nothing), prints their tables, then a summary of the ratios.  Scratch
+# files live in a private directory under /dev/shm (DAXFS_BENCH_DIR names
+# another tmpfs parent), removed afterwards.
 
 set -euo pipefail
 
@@ -18,7 +20,7 @@ usage() {
 
 [ $# -eq 1 ] || usage
 build=$1
-for b in bench_unpack bench_hash; do
+for b in bench_unpack bench_hash bench_gc; do
 	if [ ! -x "$build/bench/$b" ]; then
 		echo "$0: $build/bench/$b not found (run make bench)" >&2
 		exit 2
@@ -48,7 +50,9 @@ echo
 echo
 "$build/bench/bench_hash" -d "$work" | tee "$work/hash.out" | grep -v '^summary:'
 echo
+"$build/bench/bench_gc" -d "$work" | tee "$work/gc.out" | grep -v '^summary:'
+echo
 
 echo "summary (medians; ratio > 1 means the first is faster):"
-sed -n 's/^summary: /  /p' "$work/unpack.out" "$work/hash.out"
+sed -n 's/^summary: /  /p' "$work/unpack.out" "$work/hash.out" "$work/gc.out"
 echo "  total time $((SECONDS - start)) s"
