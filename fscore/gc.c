@@ -375,12 +375,15 @@ static int clock_sweep(struct gc_pass *g)
 	uint64_t nslots = fs->sb.hash_slots, done = 0;
 
 	/* At most two revolutions of our share of the hand: a layer whose
-	 * bit we cleared on the first is evicted on the second. */
+	 * bit we cleared on the first is evicted on the second.  Free space
+	 * is counted from the bitmaps, so only at the start and after each
+	 * eviction: counting per batch made a pass that cannot meet its
+	 * wants quadratic in the region's size. */
+	if (!g->o->all && wants_met(fs, g->o))
+		return 0;
 	while (done < 2 * nslots) {
 		uint64_t pos;
 
-		if (!g->o->all && wants_met(fs, g->o))
-			return 0;
 		/* Relaxed: the hand only spreads the work; every decision is
 		 * a CAS on the layer's own state word. */
 		pos = atomic_fetch_add_explicit(&fs->shared->clock_hand, GC_BATCH,
