@@ -14,10 +14,12 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: daxfs-view --region PATH[@OFFSET] [--root DIR] [--mountpoint DIR]\n"
-		"                  [--lease-ms MS] [--poll-ms MS]\n\n"
+		"                  [--lease-ms MS] [--poll-ms MS] [--recheck-ms MS]\n\n"
 		"Serves the region's READY layers read-only at DIR (default ROOT/mnt):\n"
 		"l/<short-id>/ for each layer and by-digest/<diff_id> links.  The host's\n"
-		"daxfsd must be attached (it starts this process by default).\n");
+		"daxfsd must be attached (it starts this process by default).  Every\n"
+		"--recheck-ms (default 30000) and on SIGUSR1 it lets go of layers no\n"
+		"mount uses any more, so they can be evicted.\n");
 }
 
 int main(int argc, char **argv)
@@ -28,6 +30,7 @@ int main(int argc, char **argv)
 		{ "mountpoint", required_argument, 0, 'm' },
 		{ "lease-ms", required_argument, 0, 'l' },
 		{ "poll-ms", required_argument, 0, 'p' },
+		{ "recheck-ms", required_argument, 0, 'c' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -47,6 +50,7 @@ int main(int argc, char **argv)
 		case 'm': vo.mountpoint = optarg; break;
 		case 'l': oo.lease_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 'p': vo.poll_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+		case 'c': vo.recheck_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
