@@ -35,7 +35,7 @@ struct daxfs_mkfs_opts {
 	const char *path;	/* file, FILE@OFFSET is parsed by callers */
 	uint64_t offset;	/* region start inside the file */
 	uint64_t size;		/* region bytes; 0 = rest of an existing file */
-	uint32_t max_hosts;	/* default 8, at most 56 */
+	uint32_t max_hosts;	/* default 8, at most 28 */
 	uint32_t journal_entries; /* per writer context; default 16384 */
 	uint64_t hash_slots;	/* default: from size */
 	uint32_t meta_percent;	/* share of space for metadata; default 12 */
@@ -367,7 +367,7 @@ struct daxfs_gc_opts {
 };
 
 struct daxfs_gc_result {
-	uint64_t evicted;		/* layers */
+	uint64_t evicted;		/* layers (with dry_run: evictable) */
 	uint64_t data_freed, meta_freed;	/* bytes, as the bitmap saw it */
 	uint64_t held;			/* READY layers with holder bits */
 	uint64_t pinned;		/* READY layers of pinned images */

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "alloc.h"
+#include "gc.h"
 #include "content.h"
 #include "hash.h"
 #include "host.h"
@@ -70,12 +71,65 @@ int layer_evict_finish(struct jctx *j, uint64_t rec, uint32_t from_ino)
 	return t || !toff ? 0 : -EUCLEAN;
 }
 
+int64_t evict_start(struct jctx *j, uint64_t rec, bool any_ru)
+{
+	struct dfs_layer *l = layer_get(j->fs, rec);
+	uint64_t w;
+	int64_t seq;
+
+	if (!l)
+		return -EUCLEAN;
+	w = atomic_load_explicit(&l->state, memory_order_acquire);
+	if (DFS_LW_STATE(w) != DFS_L_READY)
+		return -ENOENT;
+	seq = journal_append(j, DFS_JOP_TREE, rec, l->serial, 0);
+	if (seq < 0)
+		return seq;
+	failpoint();
+	/* One CAS from READY-with-no-holders: a racing reference either
+	 * lands first (and this fails) or finds the layer not READY. */
+	do {
+		if (DFS_LW_STATE(w) != DFS_L_READY || DFS_LW_HOLDERS(w) ||
+		    (!any_ru && (w & DFS_LW_RU))) {
+			journal_set(j, (uint64_t)seq, DFS_J_UNDONE);
+			journal_close_group(j);
+			return DFS_LW_STATE(w) == DFS_L_READY ? -EBUSY : -ENOENT;
+		}
+	} while (!atomic_compare_exchange_weak_explicit(&l->state, &w,
+			DFS_LW(DFS_L_EVICTING, DFS_LW_TAG(w), 0, 0),
+			memory_order_acq_rel, memory_order_acquire));
+	failpoint();
+	return seq;
+}
+
+int evict_rollback(struct jctx *j, uint64_t rec, int64_t seq)
+{
+	struct dfs_layer *l = layer_get(j->fs, rec);
+	uint64_t w;
+
+	if (!l)
+		return -EUCLEAN;
+	w = atomic_load_explicit(&l->state, memory_order_acquire);
+	if (DFS_LW_STATE(w) != DFS_L_EVICTING)
+		return -EINVAL;
+	/* Nothing was released yet: the tree is whole.  It comes back
+	 * recently used, so the clock passes it over once more. */
+	if (!atomic_compare_exchange_strong_explicit(&l->state, &w,
+			DFS_LW(DFS_L_READY, DFS_LW_TAG(w), 1, 0),
+			memory_order_acq_rel, memory_order_acquire))
+		return -EINVAL;
+	failpoint();
+	journal_set(j, (uint64_t)seq, DFS_J_UNDONE);
+	journal_close_group(j);
+	return 0;
+}
+
 int daxfs_layer_evict(struct daxfs *fs, const uint8_t diff_id[32],
 		      struct daxfs_err *err)
 {
 	struct dfs_layer *l;
 	struct jctx j;
-	uint64_t rec, w;
+	uint64_t rec;
 	int64_t seq;
 	int ctx, rc;
 
@@ -88,31 +142,21 @@ int daxfs_layer_evict(struct daxfs *fs, const uint8_t diff_id[32],
 	if (ctx < 0)
 		return daxfs_err_set(err, -EAGAIN, "all writer contexts busy");
 	journal_bind(fs, fs->slot, ctx, &j);
-	w = atomic_load_explicit(&l->state, memory_order_acquire);
-	if (DFS_LW_STATE(w) != DFS_L_READY) {
-		rc = daxfs_err_set(err, -ENOENT, "layer is not READY");
+	seq = evict_start(&j, rec, true);
+	if (seq == -EBUSY) {
+		uint64_t h = DFS_LW_HOLDERS(atomic_load_explicit(&l->state,
+							memory_order_acquire));
+
+		rc = daxfs_err_set(err, -EBUSY, "layer is held by hosts %#llx",
+				   (unsigned long long)DFS_HOLD_SLOTS(h));
 		goto out;
 	}
-	seq = journal_append(&j, DFS_JOP_TREE, rec, l->serial, 0);
 	if (seq < 0) {
-		rc = daxfs_err_set(err, (int)seq, "intent journal full");
+		rc = daxfs_err_set(err, (int)seq, "%s", seq == -ENOENT ?
+				   "layer is not READY" : seq == -ENOBUFS ?
+				   "intent journal full" : strerror((int)-seq));
 		goto out;
 	}
-	failpoint();
-	/* One CAS from READY-with-no-holders: a racing reference either
-	 * lands first (and this fails) or finds the layer not READY. */
-	do {
-		if (DFS_LW_STATE(w) != DFS_L_READY || DFS_LW_HOLDERS(w)) {
-			journal_set(&j, (uint64_t)seq, DFS_J_UNDONE);
-			journal_close_group(&j);
-			rc = daxfs_err_set(err, -EBUSY, "layer is held by hosts %#llx",
-					   (unsigned long long)DFS_LW_HOLDERS(w));
-			goto out;
-		}
-	} while (!atomic_compare_exchange_weak_explicit(&l->state, &w,
-			DFS_LW(DFS_L_EVICTING, DFS_LW_TAG(w), 0, 0),
-			memory_order_acq_rel, memory_order_acquire));
-	failpoint();
 	rc = layer_evict_finish(&j, rec, 0);
 	if (rc < 0)
 		daxfs_err_set(err, rc, "evicting layer: %s", strerror(-rc));
@@ -124,9 +168,15 @@ out:
 /* ---- whole-region views ---- */
 
 
+struct usage_arg {
+	struct daxfs_usage *u;
+	struct pinset pins;
+};
+
 static int usage_one(struct daxfs *fs, struct dfs_hslot *s, void *arg)
 {
-	struct daxfs_usage *u = arg;
+	struct usage_arg *ua = arg;
+	struct daxfs_usage *u = ua->u;
 	uint64_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
 	uint64_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
 
@@ -139,18 +189,30 @@ static int usage_one(struct daxfs *fs, struct dfs_hslot *s, void *arg)
 		}
 	} else if (kind == DFS_KIND_LAYER) {
 		struct dfs_layer *l = layer_get(fs, v);
+		uint64_t w = l ? atomic_load_explicit(&l->state, memory_order_acquire) : 0;
+		bool held, pinned;
 
-		if (l && DFS_LW_STATE(atomic_load_explicit(&l->state,
-				memory_order_acquire)) == DFS_L_READY) {
-			u->layers_ready++;
-			u->referenced_bytes += l->unpacked_bytes;
-		}
+		if (!l || DFS_LW_STATE(w) != DFS_L_READY)
+			return 0;
+		u->layers_ready++;
+		u->referenced_bytes += l->unpacked_bytes;
+		held = DFS_LW_HOLDERS(w) != 0;
+		pinned = pinset_has(&ua->pins, v);
+		u->layers_held += held;
+		u->layers_pinned += pinned;
+		if (held || pinned)
+			u->held_bytes += l->unpacked_bytes;
+		else
+			u->reclaimable_bytes += l->unpacked_bytes;
 	}
 	return 0;
 }
 
 int daxfs_usage(struct daxfs *fs, struct daxfs_usage *u)
 {
+	struct usage_arg ua = { .u = u };
+	int rc;
+
 	memset(u, 0, sizeof(*u));
 	u->region_size = fs->sb.region_size;
 	u->data_total = fs->data.g.nchunks << fs->data.g.chunk_shift;
@@ -162,13 +224,17 @@ int daxfs_usage(struct daxfs *fs, struct daxfs_usage *u)
 	u->version = fs->sb.version;
 	memcpy(u->uuid, fs->sb.uuid, 16);
 	daxfs_read_enter(fs);
-	u->hash_used = hash_count(fs, NULL);
-	hash_foreach(fs, 0, usage_one, u);
+	rc = pinset_build(fs, &ua.pins);
+	if (rc == 0) {
+		u->hash_used = hash_count(fs, NULL);
+		hash_foreach(fs, 0, usage_one, &ua);
+	}
 	daxfs_read_leave(fs);
-	return 0;
+	pinset_free(&ua.pins);
+	return rc;
 }
 
-static int layer_fill(struct dfs_layer *l, struct daxfs_layer_info *li)
+int layer_fill(struct dfs_layer *l, struct daxfs_layer_info *li)
 {
 	uint64_t w = atomic_load_explicit(&l->state, memory_order_acquire);
 
@@ -176,7 +242,8 @@ static int layer_fill(struct dfs_layer *l, struct daxfs_layer_info *li)
 	memcpy(li->diff_id, l->diff_id, 32);
 	li->state = DFS_LW_STATE(w);
 	li->serial = l->serial;
-	li->holders = li->state == DFS_L_UNPACKING ? 0 : DFS_LW_HOLDERS(w);
+	li->holders = li->state == DFS_L_UNPACKING ? 0 : DFS_HOLD_SLOTS(DFS_LW_HOLDERS(w));
+	li->recently_used = li->state == DFS_L_READY && (w & DFS_LW_RU);
 	li->files = l->files;
 	li->unpacked_bytes = l->unpacked_bytes;
 	li->compressed_bytes = l->compressed_bytes;

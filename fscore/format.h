@@ -28,7 +28,7 @@ _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 must be 8 bytes");
 #define DFS_COMPAT_SUPPORTED 0ULL
 
 #define DFS_BLOCK 4096u		/* alignment of every table */
-#define DFS_MAX_HOSTS 56u	/* one holder bit per slot in the layer word */
+#define DFS_MAX_HOSTS 28u	/* two holder bits per slot in the layer word */
 #define DFS_PROCS_PER_HOST 4u	/* daxfsd, the FUSE view, tools */
 #define DFS_CTX_PER_HOST 4u	/* allocation contexts (parallel writers) */
 #define DFS_NAME_MAX 64u
@@ -77,28 +77,35 @@ struct dfs_shared {
 	_Atomic uint64_t global_epoch;		/* reclamation epoch */
 	_Atomic uint64_t clock_hand;		/* eviction clock position */
 	_Atomic uint64_t hash_live;		/* VALID slots, for "full" */
-	uint8_t reserved[4064];
+	_Atomic uint64_t pin_gen;		/* bumped by every pin change */
+	uint8_t reserved[4056];
 };
 _Static_assert(sizeof(struct dfs_shared) == 4096, "shared page size");
 
 /* ---- hosts ---- */
 
-/* Host slot owner word: [incarnation:32][state:8][reaper slot+1:8][0:16].
+/* Host slot owner word: [incarnation:32][state:8][reaper slot+1:8][flags:16].
  * FREE: never used.  LIVE: attached as incarnation INC.  REAPING: declared
  * dead by the reaper named in the word; reaping may be taken over.
  * RETIRED: reaped (or detached cleanly); INC is kept so the next attach of
- * the same host uses INC+1. */
+ * the same host uses INC+1.  CLEARING: a RETIRED slot whose stale holder
+ * bits the host named in the reaper field is clearing; it returns to
+ * RETIRED with DFS_OWNER_HOLDS_CLEARED (or, if that host dies, without). */
 enum dfs_host_state {
 	DFS_HOST_FREE = 0,
 	DFS_HOST_LIVE = 1,
 	DFS_HOST_REAPING = 2,
 	DFS_HOST_RETIRED = 3,
+	DFS_HOST_CLEARING = 4,
 };
 #define DFS_OWNER(inc, st, reaper1) \
 	(((uint64_t)(inc) << 32) | ((uint64_t)(st) << 24) | ((uint64_t)(reaper1) << 16))
 #define DFS_OWNER_INC(w) ((uint32_t)((w) >> 32))
 #define DFS_OWNER_STATE(w) ((unsigned)(((w) >> 24) & 0xff))
 #define DFS_OWNER_REAPER1(w) ((unsigned)(((w) >> 16) & 0xff))
+#define DFS_OWNER_FLAGS(w) ((unsigned)((w) & 0xffff))
+/* RETIRED only: the slot's holder bits were cleared; no one clears again. */
+#define DFS_OWNER_HOLDS_CLEARED 0x1u
 
 /* One attached process of a host.  claim: 0 free, else the incarnation
  * that took it (a new incarnation may reuse stale entries).  heartbeat is
@@ -283,7 +290,8 @@ _Static_assert(sizeof(struct dfs_content) == 64, "content record size");
 /* ---- layers ----
  *
  * Layer state word (one CAS changes it):
- *   bits  0..55  holder bits, one per host slot
+ *   bits  0..55  holder bits, two per host slot: bit SLOT for the host's
+ *                daemon class (daxfsd, tools), bit 28 + SLOT for its view
  *   bits 56..59  claimant incarnation tag (incarnation & 15)
  *   bit  60      recently used
  *   bits 61..63  state
@@ -304,6 +312,15 @@ enum dfs_layer_state {
 #define DFS_LW(st, tag, ru, holders) \
 	(((uint64_t)(st) << 61) | ((ru) ? DFS_LW_RU : 0) | \
 	 ((uint64_t)((tag) & 0xf) << 56) | ((holders) & ((1ULL << 56) - 1)))
+
+/* Holder bits of one host slot: daemon class, view class, both. */
+#define DFS_HOLD_DAEMON(slot) (1ULL << (slot))
+#define DFS_HOLD_VIEW(slot) (1ULL << (DFS_MAX_HOSTS + (slot)))
+#define DFS_HOLD_SLOT(slot) (DFS_HOLD_DAEMON(slot) | DFS_HOLD_VIEW(slot))
+/* Holder bits folded to a mask of host slots. */
+#define DFS_HOLD_SLOTS(h) \
+	(((h) | ((h) >> DFS_MAX_HOSTS)) & ((1ULL << DFS_MAX_HOSTS) - 1))
+_Static_assert(2 * DFS_MAX_HOSTS <= 56, "both holder classes fit the word");
 
 #define LW_UNPACKING(slot, inc) \
 	DFS_LW(DFS_L_UNPACKING, (inc), 0, ((uint64_t)(slot) << 32) | (uint32_t)(inc))
@@ -418,7 +435,9 @@ struct dfs_image {
 	uint8_t config[32];
 	uint8_t top_chain[32];
 	uint64_t nlayers;
-	uint64_t flags;
+	/* DAXFS_IMAGE_PINNED: changed in place by one atomic operation
+	 * (daxfs_image_pin); everything else is immutable. */
+	_Atomic uint64_t flags;
 };
 _Static_assert(sizeof(struct dfs_image) == 368, "image record size");
 

@@ -235,6 +235,23 @@ static void check_tree(struct fsck *f, struct dfs_layer *l, const char *hx)
 				de[d].ino, t->ninodes);
 }
 
+/* May slot's holder bits stand?  While it is attached (or being reaped),
+ * and after reaping until they are cleared as stale: a reaped host's
+ * containers may still run on its view. */
+static bool holds_may_stand(struct fsck *f, unsigned slot)
+{
+	uint64_t w;
+
+	if (slot >= f->fs->sb.max_hosts)
+		return false;
+	if (f->busy[slot])
+		return true;
+	w = atomic_load_explicit(&f->fs->hosts[slot].owner, memory_order_acquire);
+	return DFS_OWNER_STATE(w) == DFS_HOST_CLEARING ||
+	       (DFS_OWNER_STATE(w) == DFS_HOST_RETIRED &&
+		!(DFS_OWNER_FLAGS(w) & DFS_OWNER_HOLDS_CLEARED));
+}
+
 static int check_layer(struct daxfs *fs, struct dfs_hslot *s, void *arg)
 {
 	struct fsck *f = arg;
@@ -275,10 +292,13 @@ static int check_layer(struct daxfs *fs, struct dfs_hslot *s, void *arg)
 		return 0;
 	}
 	holders = DFS_LW_HOLDERS(w);
-	for (unsigned slot = 0; holders; slot++, holders >>= 1)
-		if ((holders & 1) && (slot >= fs->sb.max_hosts || !f->busy[slot]))
-			problem(f, "layer %s: held by host slot %u, which is not attached",
-				hx, slot);
+	for (unsigned bit = 0; holders; bit++, holders >>= 1) {
+		unsigned slot = bit % DFS_MAX_HOSTS;
+
+		if ((holders & 1) && !holds_may_stand(f, slot))
+			problem(f, "layer %s: held (%s) by host slot %u, which is gone",
+				hx, bit < DFS_MAX_HOSTS ? "daemon" : "view", slot);
+	}
 	return 0;
 }
 
@@ -386,7 +406,7 @@ static void check_hosts(struct fsck *f)
 		uint64_t w = atomic_load_explicit(&fs->hosts[s].owner, memory_order_acquire);
 		unsigned st = DFS_OWNER_STATE(w);
 
-		if (st > DFS_HOST_RETIRED)
+		if (st > DFS_HOST_CLEARING)
 			problem(f, "host slot %u: bad state %u", s, st);
 		/* Work of a host that is attached, or dead but not yet
 		 * reaped, is in flight. */

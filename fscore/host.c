@@ -77,6 +77,49 @@ uint64_t host_beats(struct daxfs *fs, int slot, uint32_t inc)
 	return beats_of(fs, slot, inc, false);
 }
 
+static bool has_daemon(struct daxfs *fs, int slot, uint32_t inc)
+{
+	struct dfs_host *h = &fs->hosts[slot];
+
+	for (unsigned i = 0; i < DFS_PROCS_PER_HOST; i++)
+		if (atomic_load_explicit(&h->procs[i].claim, memory_order_acquire) == inc &&
+		    proc_kind(&h->procs[i]) == DAXFS_PROC_DAEMON)
+			return true;
+	return false;
+}
+
+/* The heartbeats that keep incarnation inc alive: its daemons' while it
+ * has one (a stalled daxfsd is reaped even if its view beats on, so its
+ * unpack claims are taken over), else every process's (the daemon
+ * stopped cleanly, the view still serves). */
+static uint64_t liveness_beats(struct daxfs *fs, int slot, uint32_t inc)
+{
+	return beats_of(fs, slot, inc, has_daemon(fs, slot, inc));
+}
+
+bool host_holds_stale(struct daxfs *fs, int slot, uint64_t now)
+{
+	struct host_obs *o = &fs->obs[slot];
+	struct dfs_host *h = &fs->hosts[slot];
+	uint64_t w = atomic_load_explicit(&h->owner, memory_order_acquire);
+	uint64_t sum = 0;
+
+	/* Every entry, claimed or not: a reaped host's view keeps beating
+	 * on the entry whose claim its reaper cleared. */
+	for (unsigned i = 0; i < DFS_PROCS_PER_HOST; i++)
+		sum += atomic_load_explicit(&h->procs[i].heartbeat, memory_order_relaxed);
+	if (!o->all_seen || o->all_beats != sum) {
+		o->all_seen = true;
+		o->all_beats = sum;
+		o->all_changed_ms = now;
+		return false;
+	}
+	if (DFS_OWNER_STATE(w) != DFS_HOST_RETIRED ||
+	    (DFS_OWNER_FLAGS(w) & DFS_OWNER_HOLDS_CLEARED))
+		return false;
+	return now - o->all_changed_ms >= (uint64_t)fs->lease_ms + fs->grace_ms;
+}
+
 enum daxfs_liveness host_observe_slot(struct daxfs *fs, int slot, uint64_t now)
 {
 	struct host_obs *o = &fs->obs[slot];
@@ -88,6 +131,7 @@ enum daxfs_liveness host_observe_slot(struct daxfs *fs, int slot, uint64_t now)
 	case DFS_HOST_FREE:
 		return DAXFS_HOST_UNUSED;
 	case DFS_HOST_RETIRED:
+	case DFS_HOST_CLEARING:
 		return DAXFS_HOST_GONE;
 	case DFS_HOST_REAPING:
 		return DAXFS_HOST_REAPING;
@@ -96,7 +140,7 @@ enum daxfs_liveness host_observe_slot(struct daxfs *fs, int slot, uint64_t now)
 	}
 	if (slot == fs->slot && DFS_OWNER_INC(w) == fs->inc)
 		return DAXFS_HOST_ALIVE;
-	beats = host_beats(fs, slot, DFS_OWNER_INC(w));
+	beats = liveness_beats(fs, slot, DFS_OWNER_INC(w));
 	if (!o->changed_ms || o->owner != w || o->beats != beats) {
 		o->seen = o->changed_ms != 0 && o->owner == w;
 		o->owner = w;
@@ -120,6 +164,8 @@ int daxfs_hosts_observe(struct daxfs *fs, struct daxfs_host_info *out, int max)
 		enum daxfs_liveness l = host_observe_slot(fs, (int)s, now);
 		uint64_t w;
 
+		if ((int)s != fs->slot)
+			host_holds_stale(fs, (int)s, now);	/* starts the watch */
 		if (l == DAXFS_HOST_UNUSED)
 			continue;
 		if (n < max) {
@@ -176,29 +222,67 @@ static int find_slot(struct daxfs *fs, const uint8_t uuid[16])
 	return -1;
 }
 
-/* Take a never-used slot (or a retired one of another host) for uuid. */
+/* Take a never-used slot (or a retired one of another host) for uuid:
+ * free slots first, then retired ones whose holder bits are cleared, then
+ * any retired one.  The bits such a slot still carries belong to a host
+ * that is gone for good (a host finds its slot by uuid, and this one now
+ * has ours): they are cleared before we can set any of our own. */
 static int claim_new_slot(struct daxfs *fs, const uint8_t uuid[16],
 			  uint32_t *inc)
 {
-	for (int pass = 0; pass < 2; pass++) {
+	for (int pass = 0; pass < 3; pass++) {
 		for (uint32_t s = 0; s < fs->sb.max_hosts; s++) {
 			struct dfs_host *h = &fs->hosts[s];
 			uint64_t w = atomic_load_explicit(&h->owner,
 							  memory_order_acquire);
 			unsigned want = pass ? DFS_HOST_RETIRED : DFS_HOST_FREE;
+			bool cleared = DFS_OWNER_FLAGS(w) & DFS_OWNER_HOLDS_CLEARED;
 
-			if (DFS_OWNER_STATE(w) != want)
+			if (DFS_OWNER_STATE(w) != want || (pass == 1 && !cleared))
 				continue;
 			*inc = DFS_OWNER_INC(w) + 1;
 			if (atomic_compare_exchange_strong_explicit(&h->owner, &w,
 					DFS_OWNER(*inc, DFS_HOST_LIVE, 0),
 					memory_order_acq_rel, memory_order_acquire)) {
 				uuid_store(h, uuid);
+				if (pass == 2 && !cleared)
+					holds_clear_slot(fs, (int)s, NULL, 0);
 				return (int)s;
 			}
 		}
 	}
 	return -ENOSPC;
+}
+
+/* Another host is clearing the stale holder bits of slot s: wait until it
+ * is done, or, if that host died, hand the slot back to RETIRED with the
+ * bits that are left (clearing is only ever an optimisation for others;
+ * our own restarted daemon re-syncs its bits itself). */
+static void clearing_wait(struct daxfs *fs, int s)
+{
+	uint32_t step = fs->lease_ms / 8 ? fs->lease_ms / 8 : 1;
+
+	for (;;) {
+		_Atomic uint64_t *ow = &fs->hosts[s].owner;
+		uint64_t w = atomic_load_explicit(ow, memory_order_acquire);
+		unsigned c1 = DFS_OWNER_REAPER1(w);
+		enum daxfs_liveness lv = DAXFS_HOST_GONE;
+
+		if (DFS_OWNER_STATE(w) != DFS_HOST_CLEARING)
+			return;
+		if (c1 && c1 <= fs->sb.max_hosts) {
+			pthread_mutex_lock(&fs->lock);
+			lv = host_observe_slot(fs, (int)c1 - 1, now_ms());
+			pthread_mutex_unlock(&fs->lock);
+		}
+		if (lv == DAXFS_HOST_ALIVE || lv == DAXFS_HOST_SUSPECT) {
+			sleep_ms(step);
+			continue;
+		}
+		atomic_compare_exchange_strong_explicit(ow, &w,
+				DFS_OWNER(DFS_OWNER_INC(w), DFS_HOST_RETIRED, 0),
+				memory_order_acq_rel, memory_order_relaxed);
+	}
 }
 
 static int claim_proc(struct daxfs *fs, int slot, uint32_t inc, bool daemon);
@@ -274,6 +358,10 @@ static int claim_slot(struct daxfs *fs, const uint8_t uuid[16], uint32_t *inc,
 			return s;
 		}
 		w = atomic_load_explicit(&fs->hosts[s].owner, memory_order_acquire);
+		if (DFS_OWNER_STATE(w) == DFS_HOST_CLEARING) {
+			clearing_wait(fs, s);
+			continue;
+		}
 		if (DFS_OWNER_STATE(w) == DFS_HOST_LIVE) {
 			if (slot_heartbeat_moves(fs, s, DFS_OWNER_INC(w)))
 				return daxfs_err_set(err, -EBUSY,
@@ -365,6 +453,7 @@ int daxfs_host_attach(struct daxfs *fs, const struct daxfs_host_opts *o,
 	fs->inc = inc;
 	fs->proc = p;
 	fs->daemon = daemon;
+	fs->view = o->kind == DAXFS_PROC_VIEW;
 	daxfs_heartbeat(fs);
 	return 0;
 }
@@ -472,10 +561,15 @@ void host_detach(struct daxfs *fs)
 		alloc_release_chunks(fs);
 	} else if (fs->daemon) {
 		alloc_release_chunks(fs);
+		/* The host's last process leaves: nothing of it holds a
+		 * layer any more, so its bits go now rather than after a
+		 * lease + grace. */
+		holds_clear_slot(fs, fs->slot, NULL, 0);
 		w = DFS_OWNER(fs->inc, DFS_HOST_LIVE, 0);
 		/* Release: everything we wrote is visible before RETIRED. */
 		atomic_compare_exchange_strong_explicit(&h->owner, &w,
-				DFS_OWNER(fs->inc, DFS_HOST_RETIRED, 0),
+				DFS_OWNER(fs->inc, DFS_HOST_RETIRED, 0) |
+				DFS_OWNER_HOLDS_CLEARED,
 				memory_order_acq_rel, memory_order_acquire);
 		atomic_store_explicit(&h->reap_done, fs->inc, memory_order_release);
 	}

@@ -116,10 +116,16 @@ static struct hold **hold_find(struct daxfs *fs, uint64_t rec)
 	return h;
 }
 
+/* This process's holder bit: its host slot's bit of its class. */
+static uint64_t hold_bit(const struct daxfs *fs)
+{
+	return fs->view ? DFS_HOLD_VIEW(fs->slot) : DFS_HOLD_DAEMON(fs->slot);
+}
+
 /* Set our holder bit on a READY layer (and its recently-used bit). */
 static int holder_set(struct daxfs *fs, struct dfs_layer *l)
 {
-	uint64_t bit = 1ULL << fs->slot;
+	uint64_t bit = hold_bit(fs);
 	uint64_t w = atomic_load_explicit(&l->state, memory_order_acquire);
 
 	for (;;) {
@@ -145,6 +151,8 @@ static int hold_take(struct daxfs *fs, uint64_t rec, struct dfs_layer *l)
 	pthread_mutex_lock(&fs->lock);
 	h = hold_find(fs, rec);
 	if (*h) {
+		/* Held, so READY: this only sets the recently-used bit. */
+		holder_set(fs, l);
 		(*h)->count++;
 	} else {
 		rc = holder_set(fs, l);
@@ -154,7 +162,7 @@ static int hold_take(struct daxfs *fs, uint64_t rec, struct dfs_layer *l)
 				(*h)->rec = rec;
 				(*h)->count = 1;
 			} else {
-				atomic_fetch_and_explicit(&l->state, ~(1ULL << fs->slot),
+				atomic_fetch_and_explicit(&l->state, ~hold_bit(fs),
 							  memory_order_acq_rel);
 				rc = -ENOMEM;
 			}
@@ -176,10 +184,86 @@ static void hold_drop(struct daxfs *fs, uint64_t rec, struct dfs_layer *l)
 		free(dead);
 		/* Release: our reads of the tree happen before the layer can
 		 * be seen unheld and evicted. */
-		atomic_fetch_and_explicit(&l->state, ~(1ULL << fs->slot),
+		atomic_fetch_and_explicit(&l->state, ~hold_bit(fs),
 					  memory_order_acq_rel);
 	}
 	pthread_mutex_unlock(&fs->lock);
+}
+
+/* Clear bits of a READY layer (the holder field names a claimant in
+ * other states, and is zero while EVICTING).  true if any were set. */
+static bool holder_clear(struct dfs_layer *l, uint64_t bits)
+{
+	uint64_t w = atomic_load_explicit(&l->state, memory_order_acquire);
+
+	while (DFS_LW_STATE(w) == DFS_L_READY && (w & bits)) {
+		/* Release: as hold_drop, for whatever the holder read. */
+		if (atomic_compare_exchange_weak_explicit(&l->state, &w, w & ~bits,
+				memory_order_acq_rel, memory_order_acquire))
+			return true;
+	}
+	return false;
+}
+
+struct sync_arg {
+	int cleared;
+};
+
+static int sync_one(struct daxfs *fs, struct dfs_hslot *s, void *arg)
+{
+	struct sync_arg *a = arg;
+	uint64_t rec = atomic_load_explicit(&s->value, memory_order_relaxed);
+	struct dfs_layer *l = layer_get(fs, rec);
+
+	if (!l)
+		return 0;
+	/* Under fs->lock: an open of ours cannot slip in between. */
+	pthread_mutex_lock(&fs->lock);
+	if (!*hold_find(fs, rec) && holder_clear(l, hold_bit(fs)))
+		a->cleared++;
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}
+
+int daxfs_holds_sync(struct daxfs *fs)
+{
+	struct sync_arg a = { 0 };
+	int rc;
+
+	if (fs->slot < 0)
+		return -EPERM;
+	rc = hash_foreach(fs, DFS_KIND_LAYER, sync_one, &a);
+	return rc < 0 ? rc : a.cleared;
+}
+
+struct clear_arg {
+	uint64_t bits;
+	_Atomic uint64_t *guard;
+	uint64_t want;
+	int layers;
+};
+
+static int clear_one(struct daxfs *fs, struct dfs_hslot *s, void *arg)
+{
+	struct clear_arg *a = arg;
+	struct dfs_layer *l = layer_get(fs, atomic_load_explicit(&s->value,
+						memory_order_relaxed));
+
+	/* A clearer that stalled and was replaced stops at the next layer. */
+	if (a->guard && atomic_load_explicit(a->guard, memory_order_acquire) != a->want)
+		return -ESTALE;
+	if (l && holder_clear(l, a->bits))
+		a->layers++;
+	return 0;
+}
+
+int holds_clear_slot(struct daxfs *fs, int slot, _Atomic uint64_t *guard,
+		     uint64_t want)
+{
+	struct clear_arg a = { DFS_HOLD_SLOT(slot), guard, want, 0 };
+	int rc = hash_foreach(fs, DFS_KIND_LAYER, clear_one, &a);
+
+	return rc < 0 ? rc : a.layers;
 }
 
 void holds_reassert(struct daxfs *fs)

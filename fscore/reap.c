@@ -12,6 +12,7 @@
 
 #include "alloc.h"
 #include "content.h"
+#include "gc.h"
 #include "hash.h"
 #include "host.h"
 #include "layer.h"
@@ -276,6 +277,19 @@ static int roll_forward(struct jctx *victim, struct jctx *mine,
 		if (rc < 0)
 			return rc;
 	}
+	/* The victim died between its eviction CAS and its pin check: if
+	 * nothing was released yet and the layer is pinned now, the
+	 * eviction is rolled back as the victim would have. */
+	if (from == 0 && layer_pinned(fs, v[0].e->a)) {
+		uint64_t w = atomic_load_explicit(&l->state, memory_order_acquire);
+
+		if (atomic_compare_exchange_strong_explicit(&l->state, &w,
+				DFS_LW(DFS_L_READY, DFS_LW_TAG(w), 1, 0),
+				memory_order_acq_rel, memory_order_relaxed)) {
+			mark(victim, &v[0], DFS_J_UNDONE);
+			return 0;
+		}
+	}
 	/* Our releases form a TREE group of our own that starts at from: if
 	 * we die, whoever reaps us continues after the last one we made. */
 	seq = journal_append(mine, DFS_JOP_TREE, v[0].e->a, v[0].e->b, from);
@@ -355,26 +369,32 @@ int reap_journal(struct daxfs *fs, struct jctx *victim, struct jctx *mine)
 	return rc;
 }
 
-/* Clear what the dead incarnation held in shared tables. */
-static int clear_holds(struct daxfs *fs, struct dfs_hslot *s, void *arg)
+/* A dead host was clearing the stale holder bits of some slot: hand that
+ * slot back to RETIRED (bits not cleared), so another host clears them
+ * and an attach of the slot does not wait for a clearer that is gone. */
+static void release_clearings(struct daxfs *fs, int slot)
 {
-	int slot = *(int *)arg;
-	struct dfs_layer *l;
+	for (uint32_t t = 0; t < fs->sb.max_hosts; t++) {
+		_Atomic uint64_t *ow = &fs->hosts[t].owner;
+		uint64_t w = atomic_load_explicit(ow, memory_order_acquire);
 
-	if (atomic_load_explicit(&s->kind, memory_order_relaxed) != DFS_KIND_LAYER)
-		return 0;
-	l = layer_get(fs, atomic_load_explicit(&s->value, memory_order_relaxed));
-	if (l)
-		atomic_fetch_and_explicit(&l->state, ~(1ULL << slot),
-					  memory_order_acq_rel);
-	return 0;
+		if (DFS_OWNER_STATE(w) == DFS_HOST_CLEARING &&
+		    DFS_OWNER_REAPER1(w) == (unsigned)slot + 1)
+			atomic_compare_exchange_strong_explicit(ow, &w,
+					DFS_OWNER(DFS_OWNER_INC(w), DFS_HOST_RETIRED, 0),
+					memory_order_acq_rel, memory_order_relaxed);
+	}
 }
 
 static void release_slot_tables(struct daxfs *fs, int slot, uint32_t inc)
 {
 	struct dfs_host *h = &fs->hosts[slot];
 
-	hash_foreach(fs, DFS_KIND_LAYER, clear_holds, &slot);
+	/* Its holder bits stay: a reaped host is not known to be gone (a
+	 * stalled daxfsd's containers may still run on its view); they are
+	 * cleared once every heartbeat of the slot stood still for lease +
+	 * grace (holds_clear_stale). */
+	release_clearings(fs, slot);
 	hash_reap(fs, slot);
 	for (unsigned i = 0; i < DFS_PROCS_PER_HOST; i++) {
 		uint64_t c = inc;
@@ -406,6 +426,7 @@ static int reap_claim(struct daxfs *fs, int slot, uint32_t inc, int depth,
 		unsigned r1 = DFS_OWNER_REAPER1(w);
 
 		if (DFS_OWNER_INC(w) != inc || DFS_OWNER_STATE(w) == DFS_HOST_RETIRED ||
+		    DFS_OWNER_STATE(w) == DFS_HOST_CLEARING ||
 		    DFS_OWNER_STATE(w) == DFS_HOST_FREE)
 			return 1;
 		if (w == me)
@@ -498,5 +519,6 @@ int daxfs_reap_dead(struct daxfs *fs, struct daxfs_err *err)
 			return rc;
 		reaped++;
 	}
+	holds_clear_stale(fs);
 	return reaped;
 }

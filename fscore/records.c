@@ -204,7 +204,8 @@ static void image_from_rec(const struct dfs_image *r, struct daxfs_image_info *o
 	memcpy(o->config, r->config, 32);
 	memcpy(o->top_chain, r->top_chain, 32);
 	o->nlayers = r->nlayers;
-	o->flags = r->flags;
+	o->flags = atomic_load_explicit(&((struct dfs_image *)r)->flags,
+					memory_order_acquire);
 }
 
 int daxfs_image_put(struct daxfs *fs, const struct daxfs_image_info *im,
@@ -243,6 +244,14 @@ int daxfs_image_put(struct daxfs *fs, const struct daxfs_image_info *im,
 	}
 	wctx_put(fs, &w);
 	return rc;
+}
+
+int record_image_lookup(struct daxfs *fs, const char *ref, uint64_t *rec)
+{
+	uint8_t key[32];
+	int rc = sha256(ref, strlen(ref), key);
+
+	return rc < 0 ? rc : hash_lookup(fs, DFS_KIND_IMAGE, key, rec);
 }
 
 int daxfs_image_get(struct daxfs *fs, const char *ref,

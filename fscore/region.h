@@ -33,6 +33,11 @@ struct host_obs {
 	uint64_t beats;		/* sum of heartbeats when last changed */
 	uint64_t changed_ms;	/* our monotonic clock at that change */
 	bool seen;
+	/* For stale holder bits: the sum of every process heartbeat of the
+	 * slot, whoever claims the process entry, and when it last moved. */
+	bool all_seen;
+	uint64_t all_beats;
+	uint64_t all_changed_ms;
 };
 
 /* Process-local state of one attached region.  Everything here is owned by
@@ -58,6 +63,7 @@ struct daxfs {
 	uint32_t inc;
 	int proc;
 	bool daemon;
+	bool view;		/* holder bits of the view class */
 
 	pthread_mutex_t lock;
 	bool ctx_busy[DFS_CTX_PER_HOST];
