@@ -199,11 +199,19 @@ static int slot_heartbeat_moves(struct daxfs *fs, int slot, uint32_t inc)
 	uint32_t step = fs->lease_ms / 8 ? fs->lease_ms / 8 : 1;
 
 	while (now_ms() - start < fs->lease_ms) {
+		uint64_t b, w;
+
 		sleep_ms(step);
-		if (beats_of(fs, slot, inc, true) != b0)
+		b = beats_of(fs, slot, inc, true);
+		/* Owner after beats: a peer that reaps the incarnation CASes
+		 * REAPING before it releases the claims, which changes the
+		 * sum; that is no daemon of ours at work. */
+		w = atomic_load_explicit(&fs->hosts[slot].owner, memory_order_acquire);
+		if (DFS_OWNER_INC(w) != inc)
 			return 1;
-		if (DFS_OWNER_INC(atomic_load_explicit(&fs->hosts[slot].owner,
-						       memory_order_acquire)) != inc)
+		if (DFS_OWNER_STATE(w) != DFS_HOST_LIVE)
+			return 0;
+		if (b != b0)
 			return 1;
 	}
 	return 0;
@@ -345,6 +353,11 @@ static int reap_own(struct daxfs *fs, const uint8_t uuid[16], int s,
 static int claim_slot(struct daxfs *fs, const uint8_t uuid[16], uint32_t *inc,
 		      struct daxfs_err *err)
 {
+	/* A peer may be reaping our previous incarnation (it died with
+	 * a daemon claimed): wait for it, a few leases at most. */
+	uint64_t wait_end = now_ms() + 4 * (uint64_t)fs->lease_ms;
+	uint32_t step = fs->lease_ms / 8 ? fs->lease_ms / 8 : 1;
+
 	for (int tries = 0; tries < 8; tries++) {
 		int s = find_slot(fs, uuid), rc;
 		uint64_t w;
@@ -372,6 +385,11 @@ static int claim_slot(struct daxfs *fs, const uint8_t uuid[16], uint32_t *inc,
 		if (DFS_OWNER_STATE(w) != DFS_HOST_RETIRED) {
 			/* Our own previous incarnation died: reap it first. */
 			rc = reap_own(fs, uuid, s, DFS_OWNER_INC(w), err);
+			if (rc == -EAGAIN && now_ms() < wait_end) {
+				sleep_ms(step);
+				tries--;
+				continue;
+			}
 			if (rc < 0 && (rc != -EAGAIN || tries == 7))
 				return rc;
 			continue;

@@ -8,6 +8,8 @@ void host_detach(struct daxfs *fs);
 /* Set our holder bit again on every layer this process holds (after
  * rejoining a new incarnation, whose reaping of the old one cleared them). */
 void holds_reassert(struct daxfs *fs);
+/* Forget this process's holds (process memory only; at unmap). */
+void holds_free(struct daxfs *fs);
 void host_stop_heartbeat(struct daxfs *fs);
 /* Sample slot's liveness on our clock (fs->lock held). */
 enum daxfs_liveness host_observe_slot(struct daxfs *fs, int slot, uint64_t now);

@@ -266,6 +266,16 @@ int holds_clear_slot(struct daxfs *fs, int slot, _Atomic uint64_t *guard,
 	return rc < 0 ? rc : a.layers;
 }
 
+void holds_free(struct daxfs *fs)
+{
+	while (fs->holds) {
+		struct hold *h = fs->holds;
+
+		fs->holds = h->next;
+		free(h);
+	}
+}
+
 void holds_reassert(struct daxfs *fs)
 {
 	pthread_mutex_lock(&fs->lock);

@@ -462,7 +462,7 @@ static struct daxfs *fs_alloc(void)
 static void fs_free(struct daxfs *fs)
 {
 	alloc_state_free(fs);
-	free(fs->holds);
+	holds_free(fs);
 	if (fs->owns_map && fs->map)
 		munmap(fs->map, fs->maplen);
 	if (fs->fd >= 0)
