@@ -149,10 +149,6 @@ static int holds_recompute(void)
 {
 	int n = daxfs_holds_sync(D.fs);
 
-	if (n == -ENOSYS) {
-		log_warn("holder bits not recomputed: the library has no holds_sync");
-		return 0;
-	}
 	if (n > 0)
 		log_info("released %d holder bit%s left by the previous incarnation", n,
 			 n == 1 ? "" : "s");

@@ -121,7 +121,8 @@ static int spawn(const char *mnt)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		execl(bin, bin, "--region", cfg->region, "--root", cfg->root, "--mountpoint",
-		      mnt, "--lease-ms", lease, "--recheck-ms", recheck, (char *)NULL);
+		      mnt, "--lease-ms", lease, "--recheck-ms", recheck, "--host-name",
+		      cfg->host_name, (char *)NULL);
 		_exit(127);
 	}
 	waitpid(pid, NULL, 0);

@@ -1049,10 +1049,11 @@ int view_run(struct daxfs *fs, const struct view_opts *o, struct daxfs_err *err)
 	rc = daxfs_holds_sync(fs);
 	if (rc > 0)
 		fprintf(stderr, "daxfs-view: released %d holds of a previous view\n", rc);
-	else if (rc < 0 && rc != -ENOSYS)
+	else if (rc < 0)
 		return daxfs_err_set(err, rc, "releasing a previous view's holds: %s",
 				     strerror(-rc));
-	/* Before any thread starts, so only the recheck thread takes it. */
+	/* The caller blocked it before starting any thread; so do we, for
+	 * the threads started here. */
 	sigemptyset(&usr1);
 	sigaddset(&usr1, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &usr1, NULL);

@@ -168,8 +168,17 @@ class NsHost:
     def ctl(self, *args):
         return ctl(*args, address=self.sock)
 
-    def start(self, wait=True):
-        """Start daxfsd (it starts the host's view)."""
+    def start(self, wait=True, restarts=0, backoff=1.0):
+        """Start daxfsd (it starts the host's view); like a service
+        manager, start it again up to restarts times if it exits."""
+        for _ in range(restarts):
+            try:
+                return self.start_once(wait)
+            except RuntimeError:
+                time.sleep(backoff)
+        return self.start_once(wait)
+
+    def start_once(self, wait=True):
         self.log = open(self.logpath, 'a')
         self.daemon = subprocess.Popen(self.cmd(
             [BUILD + '/daxfsd', '--config', self.config, '--region', self.region,
@@ -198,6 +207,12 @@ class NsHost:
             os.kill(pid, sig)
         return pid
 
+    def resume(self):
+        """SIGCONT a stopped daemon, and the nsenter that waits for it
+        (nsenter stops itself when its child stops)."""
+        self.signal(signal.SIGCONT)
+        os.kill(self.daemon.pid, signal.SIGCONT)
+
     def wait_daemon(self, timeout=30):
         """The daemon's exit code (through nsenter, which passes it on)."""
         try:
@@ -214,9 +229,10 @@ class NsHost:
 
     def close(self):
         """Kill everything of the host (its pid namespace ends with init)."""
-        if self.daemon and self.daemon.poll() is None:
-            self.signal(signal.SIGKILL)
-        os.kill(self.init, signal.SIGKILL)
+        try:
+            os.kill(self.init, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.ns.wait()
         if self.daemon:
             self.daemon.wait()
