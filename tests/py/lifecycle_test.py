@@ -342,7 +342,7 @@ def paused_mid_unpack(w, a, b, region, lay):
     ref = w.ref('big')
     dg = digests(w.mans, 'big')[0]
     puller = subprocess.Popen([BUILD + '/daxfsctl', 'pull', '--address', a.sock, ref],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     vpid = a.view_pid()
     seen = wait_for(lambda: state_of(b, dg) == 'unpacking', 10, 0.005)
     a.signal(signal.SIGSTOP)
@@ -351,10 +351,10 @@ def paused_mid_unpack(w, a, b, region, lay):
     lays = layers_by_digest(b)
     a.resume()
     code = a.wait_daemon(10)
-    puller.wait()
+    a_err = puller.communicate()[1]
     log = open(a.logpath).read()
     case('paused_claimant_taken_over', seen and r.returncode == 0 and
-         lays[dg]['state'] == 'ready', (seen, r.stdout, r.stderr, lays.get(dg)))
+         lays[dg]['state'] == 'ready', (seen, a_err, r.stdout, r.stderr, lays.get(dg)))
     case('paused_claimant_notices_reaped_and_exits',
          code not in (None, 0) and 'was reaped by another host; exiting' in log,
          (code, log[-1500:]))
