@@ -1,4 +1,5 @@
-/* daxfsctl pull, images, layers, rm, df, hosts: requests to daxfsd. */
+/* daxfsctl pull, pin, unpin, images, layers, rm, gc, df, hosts: requests
+ * to daxfsd. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -13,16 +14,21 @@ struct common {
 	const char *address;
 	int json;
 	const char *platform;
+	int pin;		/* pull --pin */
+	int dry_run;		/* gc --dry-run */
 	int optind;
 };
 
-/* --address, --json (and --platform for pull); the rest is positional. */
+/* --address, --json (and --platform, --pin for pull, --dry-run for gc);
+ * the rest is positional. */
 static int parse_common(int argc, char **argv, const char *cmd, struct common *c)
 {
 	static const struct option opts[] = {
 		{ "address", required_argument, 0, 'a' },
 		{ "json", no_argument, 0, 'j' },
 		{ "platform", required_argument, 0, 'p' },
+		{ "pin", no_argument, 0, 'P' },
+		{ "dry-run", no_argument, 0, 'n' },
 		{ 0, 0, 0, 0 },
 	};
 	int o;
@@ -36,6 +42,10 @@ static int parse_common(int argc, char **argv, const char *cmd, struct common *c
 			c->json = 1;
 		else if (o == 'p' && !strcmp(cmd, "pull"))
 			c->platform = optarg;
+		else if (o == 'P' && !strcmp(cmd, "pull"))
+			c->pin = 1;
+		else if (o == 'n' && !strcmp(cmd, "gc"))
+			c->dry_run = 1;
 		else
 			return cli_usage(cli_find(cmd), 2);
 	}
@@ -128,7 +138,8 @@ static int cmd_pull(int argc, char **argv)
 	if (c.optind != argc - 1)
 		return cli_usage(cli_find("pull"), 2);
 	p.json = c.json;
-	params = json_pack("{s:s, s:s?}", "ref", argv[c.optind], "platform", c.platform);
+	params = json_pack("{s:s, s:s?, s:b}", "ref", argv[c.optind], "platform", c.platform,
+			   "pin", c.pin);
 	rc = client_call(c.address, "pull", params, on_layer, &p, &r);
 	json_decref(params);
 	if (rc < 0)
@@ -137,9 +148,10 @@ static int cmd_pull(int argc, char **argv)
 		print_json(r);
 	} else {
 		human(jnum(r, "downloaded_bytes"), d, sizeof(d));
-		printf("pulled %s (%s): %zu layers, %s downloaded in %.2f s\n", jstr(r, "ref"),
+		printf("pulled %s (%s): %zu layers, %s downloaded in %.2f s%s\n", jstr(r, "ref"),
 		       jstr(r, "manifest"), json_array_size(json_object_get(r, "layers")), d,
-		       (double)jnum(r, "ms") / 1000.0);
+		       (double)jnum(r, "ms") / 1000.0,
+		       json_is_true(json_object_get(r, "pinned")) ? "; pinned" : "");
 	}
 	json_decref(r);
 	return 0;
@@ -175,10 +187,15 @@ static int cmd_images(int argc, char **argv)
 	if (c.json) {
 		print_json(r);
 	} else {
-		printf("%-50s %-20s %s\n", "REFERENCE", "MANIFEST", "LAYERS");
-		json_array_foreach(json_object_get(r, "images"), i, im)
-			printf("%-50s %.19s %" PRIu64 "\n", jstr(im, "ref"), jstr(im, "manifest"),
-			       jnum(im, "layers"));
+		printf("%-50s %-20s %-9s %s\n", "REFERENCE", "MANIFEST", "LAYERS", "PINNED");
+		json_array_foreach(json_object_get(r, "images"), i, im) {
+			char n[32];
+
+			snprintf(n, sizeof(n), "%" PRIu64 "/%" PRIu64, jnum(im, "layers_present"),
+				 jnum(im, "layers"));
+			printf("%-50s %.19s %-9s %s\n", jstr(im, "ref"), jstr(im, "manifest"), n,
+			       json_is_true(json_object_get(im, "pinned")) ? "yes" : "no");
+		}
 	}
 	json_decref(r);
 	return 0;
@@ -228,11 +245,79 @@ static int cmd_rm(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_pin_either(int argc, char **argv, const char *cmd)
+{
+	struct common c;
+	json_t *r = NULL;
+	int rc = simple(argc, argv, cmd, 1, json_object(), &r, &c);
+
+	if (rc)
+		return rc;
+	if (c.json)
+		print_json(r);
+	else
+		printf("%s %s\n", json_is_true(json_object_get(r, "pinned")) ? "pinned" : "unpinned",
+		       jstr(r, "ref"));
+	json_decref(r);
+	return 0;
+}
+
+static int cmd_pin(int argc, char **argv)
+{
+	return cmd_pin_either(argc, argv, "pin");
+}
+
+static int cmd_unpin(int argc, char **argv)
+{
+	return cmd_pin_either(argc, argv, "unpin");
+}
+
+static int cmd_gc(int argc, char **argv)
+{
+	struct common c;
+	json_t *params, *r = NULL, *l;
+	char a[32], b[32];
+	size_t i;
+	int rc = parse_common(argc, argv, "gc", &c);
+
+	if (rc)
+		return rc;
+	if (argc != c.optind)
+		return cli_usage(cli_find("gc"), 2);
+	params = json_pack("{s:b}", "dry_run", c.dry_run);
+	rc = client_call(c.address, "gc", params, NULL, NULL, &r);
+	json_decref(params);
+	if (rc < 0)
+		return 1;
+	if (c.json) {
+		print_json(r);
+		json_decref(r);
+		return 0;
+	}
+	json_array_foreach(json_object_get(r, "layers"), i, l) {
+		human(jnum(l, "unpacked_bytes"), a, sizeof(a));
+		printf("%s %.19s (l/%s, %s unpacked)\n", c.dry_run ? "evictable" : "evicted",
+		       jstr(l, "diff_id"), jstr(l, "short_id"), a);
+	}
+	human(jnum(r, "data_freed"), a, sizeof(a));
+	human(jnum(r, "meta_freed"), b, sizeof(b));
+	if (c.dry_run)
+		printf("%zu layers evictable; nothing changed\n",
+		       json_array_size(json_object_get(r, "layers")));
+	else
+		printf("%" PRIu64 " layers evicted: %s data, %s metadata freed\n",
+		       jnum(r, "evicted"), a, b);
+	printf("kept: %" PRIu64 " held by hosts, %" PRIu64 " pinned\n", jnum(r, "held"),
+	       jnum(r, "pinned"));
+	json_decref(r);
+	return 0;
+}
+
 static int cmd_df(int argc, char **argv)
 {
 	struct common c;
 	json_t *r = NULL;
-	char a[32], b[32], m1[32], m2[32], cb[32], sv[32];
+	char a[32], b[32], m1[32], m2[32], cb[32], sv[32], hb[32], rb[32];
 	int rc = simple(argc, argv, "df", 0, json_object(), &r, &c);
 
 	if (rc)
@@ -248,9 +333,13 @@ static int cmd_df(int argc, char **argv)
 	human(jnum(r, "meta_bytes"), m2, sizeof(m2));
 	human(jnum(r, "content_bytes"), cb, sizeof(cb));
 	human(jnum(r, "saved_bytes"), sv, sizeof(sv));
+	human(jnum(r, "held_bytes"), hb, sizeof(hb));
+	human(jnum(r, "reclaimable_bytes"), rb, sizeof(rb));
 	printf("data:     %s used of %s\nmetadata: %s used of %s\n", a, b, m1, m2);
-	printf("contents: %" PRIu64 " distinct, %s; %" PRIu64 " layers ready\n",
-	       jnum(r, "contents"), cb, jnum(r, "layers_ready"));
+	printf("layers:   %" PRIu64 " ready: %" PRIu64 " held (%s unpacked), %" PRIu64
+	       " pinned; %s unpacked reclaimable\n", jnum(r, "layers_ready"),
+	       jnum(r, "layers_held"), hb, jnum(r, "layers_pinned"), rb);
+	printf("contents: %" PRIu64 " distinct, %s\n", jnum(r, "contents"), cb);
 	printf("saved by sharing and dedup: %s\n", sv);
 	json_decref(r);
 	return 0;
@@ -268,31 +357,51 @@ static int cmd_hosts(int argc, char **argv)
 	if (c.json) {
 		print_json(r);
 	} else {
-		printf("%-4s %-20s %-36s %-5s %-9s %s\n", "SLOT", "NAME", "UUID", "INC",
-		       "LIVENESS", "VERSION");
-		json_array_foreach(json_object_get(r, "hosts"), i, h)
-			printf("%-4" PRIu64 " %-20s %-36s %-5" PRIu64 " %-9s %s%s\n",
-			       jnum(h, "slot"), jstr(h, "name"), jstr(h, "uuid"),
-			       jnum(h, "incarnation"), jstr(h, "liveness"), jstr(h, "version"),
+		printf("%-4s %-20s %-5s %-9s %-11s %-6s %-36s %s\n", "SLOT", "NAME", "INC",
+		       "LIVENESS", "SEEN ALIVE", "HELD", "UUID", "VERSION");
+		json_array_foreach(json_object_get(r, "hosts"), i, h) {
+			json_t *age = json_object_get(h, "seen_alive_ms");
+			char seen[32] = "never";
+
+			if (json_is_integer(age))
+				snprintf(seen, sizeof(seen), "%" PRIu64 " ms ago",
+					 (uint64_t)json_integer_value(age));
+			printf("%-4" PRIu64 " %-20s %-5" PRIu64 " %-9s %-11s %-6" PRIu64
+			       " %-36s %s%s\n", jnum(h, "slot"), jstr(h, "name"),
+			       jnum(h, "incarnation"), jstr(h, "liveness"), seen,
+			       jnum(h, "layers_held"), jstr(h, "uuid"), jstr(h, "version"),
 			       json_is_true(json_object_get(h, "self")) ? " (this host)" : "");
+		}
 	}
 	json_decref(r);
 	return 0;
 }
 
 const struct cli_cmd daemon_cmds[] = {
-	{ "pull", "[--address SOCK] [--platform OS/ARCH[/VARIANT]] [--json] IMAGE",
+	{ "pull", "[--address SOCK] [--platform OS/ARCH[/VARIANT]] [--pin] [--json] IMAGE",
 	  "Pull IMAGE into the region through this host's daxfsd.  Layers already\n"
-	  "in the region, or being unpacked by another host, are not downloaded.", cmd_pull },
-	{ "images", "[--address SOCK] [--json]", "List the images recorded in the region.",
+	  "in the region, or being unpacked by another host, are not downloaded.\n"
+	  "With --pin the image's layers are kept against eviction (see unpin).", cmd_pull },
+	{ "pin", "[--address SOCK] [--json] IMAGE",
+	  "Keep the layers of IMAGE (already pulled) against eviction.", cmd_pin },
+	{ "unpin", "[--address SOCK] [--json] IMAGE",
+	  "Let the layers of IMAGE be evicted again once no host holds them.", cmd_unpin },
+	{ "images", "[--address SOCK] [--json]",
+	  "List the images recorded in the region: pinned, and how many of their\n"
+	  "layers are present (an evicted layer is pulled again by the next pull).",
 	  cmd_images },
 	{ "layers", "[--address SOCK] [--json]",
 	  "List the region's layers: digests, sizes, files, state, holders.", cmd_layers },
 	{ "rm", "[--address SOCK] [--json] IMAGE", "Remove an image record from the region.",
 	  cmd_rm },
+	{ "gc", "[--address SOCK] [--dry-run] [--json]",
+	  "Evict every layer no host holds and no pinned image needs, and print\n"
+	  "each with the bytes freed; --dry-run lists them and changes nothing.", cmd_gc },
 	{ "df", "[--address SOCK] [--json]",
-	  "Region capacity and use, and the bytes saved by sharing and dedup.", cmd_df },
-	{ "hosts", "[--address SOCK] [--json]", "Hosts attached to the region and their liveness.",
-	  cmd_hosts },
+	  "Region capacity and use (data and metadata), layers held, pinned and\n"
+	  "reclaimable, and the bytes saved by sharing and dedup.", cmd_df },
+	{ "hosts", "[--address SOCK] [--json]",
+	  "Hosts attached to the region: incarnation, liveness, when this host last\n"
+	  "saw each one alive, and how many layers each holds.", cmd_hosts },
 	{ 0, 0, 0, 0 },
 };

@@ -24,8 +24,9 @@ struct daemon {
 /* The control API methods (methods.c). */
 extern const struct api_method daemon_methods[];
 
-/* Pull ref into the region (pull.c); progress goes to call as events. */
-int pull_image(struct daemon *d, const char *ref, const char *platform,
+/* Pull ref into the region (pull.c); progress goes to call as events.
+ * With pin, the image is pinned before the pull's holds are dropped. */
+int pull_image(struct daemon *d, const char *ref, const char *platform, int pin,
 	       struct api_call *call, json_t **result, struct daxfs_err *err);
 
 /* Layer diff_id is being unpacked (by another host, or another pull of
@@ -37,5 +38,12 @@ int pull_image(struct daemon *d, const char *ref, const char *platform,
 int layer_wait_unpacked(struct daemon *d, const uint8_t diff_id[32],
 			void (*moved)(uint64_t progress, void *arg), void *arg,
 			struct daxfs_err *err);
+
+/* Sample the hosts' liveness for "hosts" (methods.c); the reaper calls it. */
+void hosts_watch(struct daemon *d);
+
+/* If another host reaped this incarnation, stop at once: log it and exit
+ * non-zero (main.c), so the service manager starts a new incarnation. */
+void daemon_exit_if_reaped(struct daemon *d);
 
 #endif

@@ -86,6 +86,18 @@ static int attach(struct settings *c, struct daxfs_err *err)
 	return rc;
 }
 
+void daemon_exit_if_reaped(struct daemon *d)
+{
+	if (daxfs_host_check(d->fs) != -ESTALE)
+		return;
+	/* Our unpublished work was undone by the reaper and our space may be
+	 * handed out after its grace: write nothing more, not even a
+	 * detach.  The view stays and follows the next incarnation. */
+	log_error("this host's incarnation %u was reaped by another host; exiting",
+		  daxfs_host_incarnation(d->fs));
+	_exit(75);
+}
+
 static void *signal_main(void *arg)
 {
 	sigset_t *set = arg;
@@ -111,7 +123,11 @@ static void *reaper_main(void *arg)
 		step = 1;
 	while (!atomic_load(&D.stopping)) {
 		struct daxfs_err err = { 0 };
-		int n = daxfs_reap_dead(D.fs, &err);
+		int n;
+
+		daemon_exit_if_reaped(&D);
+		hosts_watch(&D);
+		n = daxfs_reap_dead(D.fs, &err);
 		if (n < 0)
 			log_warn("reaping dead hosts: %s", err.msg);
 		else if (n > 0)
@@ -124,6 +140,21 @@ static void *reaper_main(void *arg)
 		}
 	}
 	return NULL;
+}
+
+/* After a restart our holder bits are those of the previous incarnation:
+ * the snapshotter has re-opened what its records reference, everything
+ * else of ours is released (the view's class is not touched). */
+static int holds_recompute(void)
+{
+	int n = daxfs_holds_sync(D.fs);
+
+	if (n > 0)
+		log_info("released %d holder bit%s left by the previous incarnation", n,
+			 n == 1 ? "" : "s");
+	else if (n == 0)
+		log_debug("holder bits: nothing left over from a previous incarnation");
+	return n < 0 ? n : 0;
 }
 
 static int registry_setup(struct settings *c, struct daxfs_err *err)
@@ -177,6 +208,11 @@ static int run(struct settings *c, struct daxfs_err *err)
 	rc = snapshotter_start(&D, err);
 	if (rc < 0)
 		goto out_api;
+	rc = holds_recompute();
+	if (rc < 0) {
+		rc = daxfs_err_set(err, rc, "recomputing this host's holds: %s", strerror(-rc));
+		goto out_api;
+	}
 	if (!strcmp(c->view, "managed")) {
 		rc = supervise_start(c, err);
 		if (rc < 0)

@@ -5,7 +5,14 @@
  * (ABSENT -> UNPACKING): the host that wins streams the blob; a host that
  * finds a layer being unpacked by another live host waits while that
  * host's progress counter moves, and takes the layer over if that host
- * dies.  Several layers are fetched in parallel. */
+ * dies.  Several layers are fetched in parallel.
+ *
+ * While a pull runs it holds every layer of the image that is READY (its
+ * host holder bit is set), so another host's eviction cannot take a layer
+ * between its unpack and the image record; the holds are dropped once the
+ * record is written (and, with --pin, the image pinned).  Before each
+ * unpack, free space is checked against the low watermark and unheld
+ * layers are evicted if needed (daxfs_gc). */
 #include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -33,12 +40,14 @@ struct player {
 	uint8_t chain[32];
 	enum lstatus status;
 	uint64_t bytes;
+	struct daxfs_layer *hold;	/* open while the pull runs */
 };
 
 struct pull {
 	struct daemon *d;
 	struct api_call *call;
 	struct image_ref ref;
+	int pin;
 	struct player *layers;
 	size_t n;
 	_Atomic size_t next;
@@ -96,6 +105,7 @@ static ssize_t stream_read(void *arg, void *buf, size_t len)
 
 	if (atomic_load(&s->p->d->stopping))
 		return -ECANCELED;
+	daemon_exit_if_reaped(s->p->d);	/* before writing what we read */
 	if (atomic_load(&s->p->failed))
 		return -ECANCELED;	/* another layer failed: give up early */
 	return registry_blob_read(s->blob, buf, len, s->err);
@@ -106,6 +116,7 @@ static int stream_open(void *arg, struct daxfs_err *err)
 	struct stream *s = arg;
 	struct player *l = &s->p->layers[s->i];
 
+	daemon_exit_if_reaped(s->p->d);
 	return registry_blob_open(s->p->d->reg, &s->p->ref, l->desc.digest,
 				  l->desc.size, &s->blob, err);
 }
@@ -122,7 +133,16 @@ static void stream_progress(void *arg, uint64_t bytes)
 	}
 }
 
-static int fetch(struct pull *p, size_t i, struct daxfs_err *err)
+static int stream_before_publish(void *arg, struct daxfs_err *err)
+{
+	struct stream *s = arg;
+
+	(void)err;
+	daemon_exit_if_reaped(s->p->d);
+	return 0;
+}
+
+static int fetch_once(struct pull *p, size_t i, struct daxfs_err *err)
 {
 	struct player *l = &p->layers[i];
 	struct stream s = { .p = p, .i = i, .err = err };
@@ -138,6 +158,7 @@ static int fetch(struct pull *p, size_t i, struct daxfs_err *err)
 	job.diff_id = l->diff_id;
 	job.digest = l->desc.digest;
 	job.read = stream_read;
+	job.before_publish = stream_before_publish;
 	job.arg = &s;
 	job.progress = stream_progress;
 	job.progress_arg = &s;
@@ -148,6 +169,119 @@ static int fetch(struct pull *p, size_t i, struct daxfs_err *err)
 	if (rc == 0)
 		l->bytes = res.blob_bytes;
 	return rc;
+}
+
+/* ---- room for a layer: the watermarks ---- */
+
+/* One eviction at a time per daemon: parallel layer workers would only
+ * race each other over the same candidates. */
+static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t pct(uint64_t total, uint32_t percent)
+{
+	return total / 100 * percent + total % 100 * percent / 100;
+}
+
+static uint64_t max64(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
+static void gc_logged(const struct daxfs_layer_info *li, void *arg)
+{
+	char di[72];
+
+	(void)arg;
+	digest_format(li->diff_id, di);
+	log_info("evicting layer %s (%llu bytes unpacked)", di,
+		 (unsigned long long)li->unpacked_bytes);
+}
+
+/* Evict unheld layers if free data or metadata is below the low
+ * watermark or below need_data (a rough need: twice the compressed
+ * size).  With more (after ENOSPC), evict whatever the wants reach
+ * regardless; -ENOSPC with the region-full message if nothing could be
+ * freed. */
+static int make_room(struct pull *p, uint64_t need_data, int more, struct daxfs_err *err)
+{
+	const struct settings *c = p->d->cfg;
+	struct daxfs_gc_opts o = { .report = gc_logged };
+	struct daxfs_gc_result r = { 0 };
+	struct daxfs_usage u;
+	uint64_t dfree, mfree;
+	int rc;
+
+	if (daxfs_usage(p->d->fs, &u) < 0)
+		return 0;	/* nothing to judge by: let the unpack tell */
+	dfree = u.data_total - u.data_used;
+	mfree = u.meta_total - u.meta_used;
+	if (!more && dfree >= pct(u.data_total, c->gc_low_watermark) &&
+	    mfree >= pct(u.meta_total, c->gc_low_watermark) && dfree >= need_data)
+		return 0;
+	o.want_data = max64(pct(u.data_total, c->gc_target), need_data);
+	o.want_meta = pct(u.meta_total, c->gc_target);
+	if (more) {
+		o.want_data = dfree + max64(o.want_data, need_data);
+		o.want_meta = mfree + max64(o.want_meta, pct(u.meta_total, 1));
+	}
+	pthread_mutex_lock(&gc_lock);
+	rc = daxfs_gc(p->d->fs, &o, &r, err);
+	pthread_mutex_unlock(&gc_lock);
+	if (rc < 0)
+		return daxfs_err_prefix(err, "evicting unheld layers");
+	if (r.evicted)
+		log_info("evicted %llu layers: %llu data and %llu metadata bytes freed",
+			 (unsigned long long)r.evicted, (unsigned long long)r.data_freed,
+			 (unsigned long long)r.meta_freed);
+	if (more && !r.evicted)
+		return daxfs_gc_full_error(p->d->fs, &r, err);
+	return 0;
+}
+
+/* Unpack layer i; if the region fills up, evict and try once more (the
+ * failed attempt was rolled back by the builder's abort). */
+static int fetch(struct pull *p, size_t i, struct daxfs_err *err)
+{
+	uint64_t need = 2 * p->layers[i].desc.size;
+	int rc = make_room(p, need, 0, err);
+
+	if (rc < 0)
+		return rc;
+	rc = fetch_once(p, i, err);
+	if (rc != -ENOSPC)
+		return rc;
+	log_info("layer %zu: region full, evicting and trying again", i);
+	memset(err, 0, sizeof(*err));
+	rc = make_room(p, need, 1, err);
+	if (rc < 0)
+		return rc;
+	rc = fetch_once(p, i, err);
+	if (rc == -ENOSPC) {
+		memset(err, 0, sizeof(*err));
+		rc = make_room(p, need, 1, err);
+		if (rc == 0)
+			rc = daxfs_err_set(err, -ENOSPC,
+					   "region full: layer %zu did not fit after evicting", i);
+	}
+	return rc;
+}
+
+/* Hold layer i (READY) until the pull ends.  -ENOENT if it is gone. */
+static int hold(struct pull *p, size_t i, struct daxfs_err *err)
+{
+	struct player *l = &p->layers[i];
+
+	if (l->hold)
+		return 0;
+	return daxfs_layer_open(p->d->fs, l->diff_id, &l->hold, err);
+}
+
+static void release_holds(struct pull *p)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		daxfs_layer_close(p->layers[i].hold);
+		p->layers[i].hold = NULL;
+	}
 }
 
 static const char *host_name_of(struct daemon *d, int slot, char *buf, size_t n)
@@ -199,6 +333,7 @@ int layer_wait_unpacked(struct daemon *d, const uint8_t diff_id[32],
 	for (;;) {
 		if (atomic_load(&d->stopping))
 			return daxfs_err_set(err, -ECANCELED, "daemon is stopping");
+		daemon_exit_if_reaped(d);
 		usleep(20000);
 		if (daxfs_layer_info(d->fs, diff_id, &now, &prog) < 0 ||
 		    now.state != 1 /* UNPACKING */)
@@ -224,6 +359,12 @@ static int do_layer(struct pull *p, size_t i, struct daxfs_err *err)
 	for (int round = 0; round < 1000; round++) {
 		if (daxfs_layer_info(p->d->fs, l->diff_id, &li, NULL) == 0) {
 			if (li.state == 2 /* READY */) {
+				/* Evicted between the look and the open: look again. */
+				if (hold(p, i, err) < 0) {
+					memset(err, 0, sizeof(*err));
+					usleep(1000);
+					continue;
+				}
 				if (l->status == L_PENDING)
 					l->status = round ? L_SHARED : L_PRESENT;
 				return 0;
@@ -239,7 +380,10 @@ static int do_layer(struct pull *p, size_t i, struct daxfs_err *err)
 		rc = fetch(p, i, err);
 		if (rc == 0) {
 			l->status = L_FETCHED;
-			return 0;
+			if (hold(p, i, err) == 0)
+				return 0;
+			memset(err, 0, sizeof(*err));	/* evicted already: again */
+			continue;
 		}
 		if (rc != -EBUSY && rc != -EEXIST)
 			return rc;
@@ -356,12 +500,24 @@ static int record(struct pull *p, const struct manifest *m, const uint8_t mdiges
 	}
 	memset(&im, 0, sizeof(im));
 	ref_format(&p->ref, im.ref, sizeof(im.ref));
+	{
+		struct daxfs_image_info old;
+
+		/* A pull of a pinned image keeps it pinned. */
+		if (daxfs_image_get(p->d->fs, im.ref, &old) == 0)
+			im.flags = old.flags & DAXFS_IMAGE_PINNED;
+	}
 	memcpy(im.manifest, mdigest, 32);
 	memcpy(im.config, m->config.digest, 32);
 	if (p->n)
 		memcpy(im.top_chain, p->layers[p->n - 1].chain, 32);
 	im.nlayers = p->n;
-	return daxfs_image_put(p->d->fs, &im, err);
+	daemon_exit_if_reaped(p->d);
+	rc = daxfs_image_put(p->d->fs, &im, err);
+	/* Pinned before our holds go, so no eviction sees it unprotected. */
+	if (rc == 0 && p->pin)
+		rc = daxfs_image_pin(p->d->fs, im.ref, 1, err);
+	return rc;
 }
 
 static json_t *summary(struct pull *p, const uint8_t mdigest[32], uint64_t ms)
@@ -408,10 +564,10 @@ static int pull_layers(struct pull *p, struct daxfs_err *err)
 	return 0;
 }
 
-int pull_image(struct daemon *d, const char *refstr, const char *platform,
+int pull_image(struct daemon *d, const char *refstr, const char *platform, int pin,
 	       struct api_call *call, json_t **result, struct daxfs_err *err)
 {
-	struct pull p = { .d = d, .call = call };
+	struct pull p = { .d = d, .call = call, .pin = pin };
 	struct manifest m = { 0 };
 	struct image_config cfg = { 0 };
 	struct platform plat = d->plat;
@@ -441,13 +597,15 @@ int pull_image(struct daemon *d, const char *refstr, const char *platform,
 	for (size_t i = 0; i < p.n; i++) {
 		struct daxfs_chain_info ci;
 		struct daxfs_layer_info li;
+		struct daxfs_err skip_err = { 0 };	/* not held: pulled as usual */
 
 		p.layers[i].desc = m.layers[i];
 		memcpy(p.layers[i].diff_id, cfg.diff_ids + 32 * i, 32);
 		memcpy(p.layers[i].chain, chains + 32 * i, 32);
 		/* Already there: skip before fetching anything. */
 		if (daxfs_chain_get(d->fs, p.layers[i].chain, &ci) == 0 &&
-		    daxfs_layer_info(d->fs, ci.diff_id, &li, NULL) == 0 && li.state == 2) {
+		    daxfs_layer_info(d->fs, ci.diff_id, &li, NULL) == 0 && li.state == 2 &&
+		    hold(&p, i, &skip_err) == 0) {
 			p.layers[i].status = L_PRESENT;
 			event(&p, i, status_names[L_PRESENT], 0, NULL);
 		}
@@ -459,12 +617,15 @@ int pull_image(struct daemon *d, const char *refstr, const char *platform,
 		*result = summary(&p, mdigest, mono_ms() - t0);
 		ref_format(&p.ref, norm, sizeof(norm));
 		json_object_set_new(*result, "ref", json_string(norm));
+		json_object_set_new(*result, "pinned", json_boolean(pin));
 		log_info("pulled %s: %zu layers in %llu ms", norm, p.n,
 			 (unsigned long long)(mono_ms() - t0));
 	}
 out:
 	if (rc < 0)
 		log_warn("pull %s: %s", refstr, err->msg);
+	if (p.layers)
+		release_holds(&p);
 	free(p.layers);
 	free(chains);
 	manifest_free(&m);

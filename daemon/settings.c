@@ -50,6 +50,11 @@ static const struct setting table[] = {
 	U("stall-timeout-ms", stall_timeout_ms, "MS  registry transfer stall timeout"),
 	U("retries", retries, "N  registry retries"),
 	U("backoff-ms", backoff_ms, "MS  first retry delay (doubles)"),
+	U("gc-low-watermark", gc_low_watermark,
+	  "PCT  evict unheld layers when free data or metadata falls below (default 10)"),
+	U("gc-target", gc_target, "PCT  free space an eviction aims for (default 20)"),
+	U("view-recheck-ms", view_recheck_ms,
+	  "MS  how often the view releases layers no mount uses (default 30000)"),
 };
 #define NSETTINGS (sizeof(table) / sizeof(table[0]))
 
@@ -178,6 +183,9 @@ static void defaults(struct settings *c)
 	strcpy(c->view, "managed");
 	gethostname(c->host_name, sizeof(c->host_name) - 1);
 	c->pull_concurrency = 3;
+	c->gc_low_watermark = 10;
+	c->gc_target = 20;
+	c->view_recheck_ms = 30000;
 }
 
 int settings_load(int argc, char **argv, struct settings *c, struct daxfs_err *err)
@@ -224,6 +232,11 @@ int settings_load(int argc, char **argv, struct settings *c, struct daxfs_err *e
 		return daxfs_err_set(err, -EINVAL, "view must be \"managed\" or \"external\"");
 	if (!c->pull_concurrency || c->pull_concurrency > 32)
 		return daxfs_err_set(err, -EINVAL, "pull-concurrency must be 1..32");
+	if (c->gc_low_watermark > 100 || c->gc_target > 100)
+		return daxfs_err_set(err, -EINVAL, "gc-low-watermark and gc-target are percentages");
+	if (c->gc_target < c->gc_low_watermark)
+		return daxfs_err_set(err, -EINVAL, "gc-target (%u) must not be below gc-low-watermark (%u)",
+				     c->gc_target, c->gc_low_watermark);
 	return 0;
 }
 

@@ -29,6 +29,9 @@ struct settings {
 	uint32_t pull_concurrency;
 	uint32_t lease_ms, grace_ms;
 	uint32_t connect_timeout_ms, stall_timeout_ms, retries, backoff_ms;
+	uint32_t gc_low_watermark;	/* percent free below which a pull evicts */
+	uint32_t gc_target;		/* percent free an eviction aims for */
+	uint32_t view_recheck_ms;	/* the view's look for unmounted layers */
 };
 
 /* Defaults, then the config file (--config, default

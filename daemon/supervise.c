@@ -94,11 +94,12 @@ static void view_binary(char *out, size_t len)
 
 static int spawn(const char *mnt)
 {
-	char bin[4200], lease[32], logp[4200];
+	char bin[4200], lease[32], recheck[32], logp[4200];
 	pid_t pid;
 
 	view_binary(bin, sizeof(bin));
 	snprintf(lease, sizeof(lease), "%u", cfg->lease_ms ? cfg->lease_ms : 10000);
+	snprintf(recheck, sizeof(recheck), "%u", cfg->view_recheck_ms);
 	snprintf(logp, sizeof(logp), "%s/view.log", cfg->root);
 	pid = fork();
 	if (pid < 0)
@@ -120,7 +121,8 @@ static int spawn(const char *mnt)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		execl(bin, bin, "--region", cfg->region, "--root", cfg->root, "--mountpoint",
-		      mnt, "--lease-ms", lease, (char *)NULL);
+		      mnt, "--lease-ms", lease, "--recheck-ms", recheck, "--host-name",
+		      cfg->host_name, (char *)NULL);
 		_exit(127);
 	}
 	waitpid(pid, NULL, 0);

@@ -376,6 +376,10 @@ int unpack_layer(struct daxfs *fs, const struct unpack_job *job,
 		rc = verify(p, res, err);
 	if (rc == 0) {
 		daxfs_builder_set_source(b, res->digest, res->blob_bytes);
+		if (job->before_publish)
+			rc = job->before_publish(job->arg, err);
+	}
+	if (rc == 0) {
 		rc = daxfs_builder_publish(b, &res->serial, err);
 		if (rc == 0)
 			b = NULL;	/* published: the builder is gone */

@@ -27,6 +27,9 @@ struct unpack_job {
 	int (*open)(void *arg, struct daxfs_err *err);
 	unpack_read_fn read;
 	void *arg;
+	/* Called just before the layer is published (may be NULL); an
+	 * error aborts the unpack. */
+	int (*before_publish)(void *arg, struct daxfs_err *err);
 	/* Progress: called with the count of blob bytes read so far. */
 	void (*progress)(void *arg, uint64_t blob_bytes);
 	void *progress_arg;

@@ -8,7 +8,13 @@
  *
  * Handlers are thin: op() calls do_op(), which returns an errno, then
  * exactly one fuse_reply_*.  A layer stays open (its holder bit set)
- * while the kernel holds any node of it (lookup counts, see forget). */
+ * while the kernel holds any node of it (lookup counts, see forget).
+ *
+ * The kernel keeps unused dentries (and so their nodes) cached long after
+ * the last mount of a layer is gone, which would keep the layer held
+ * forever.  So every recheck_ms, and on SIGUSR1, the view reads its mount
+ * table and asks the kernel to drop l/<short-id> of every held layer that
+ * no mount references; the forgets that follow release the hold. */
 /* 3.12: fuse_session_loop_mt takes the loop configuration as built by
  * fuse_loop_cfg_create(); under an older version libfuse would read it as
  * the old struct and start a thread per request. */
@@ -16,6 +22,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <fuse_lowlevel.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -47,6 +54,7 @@ struct view {
 	struct fuse_session *se;
 	double entry_timeout;
 	uint32_t poll_ms;
+	uint32_t recheck_ms;
 	pthread_mutex_t lock;		/* layers */
 	struct vlayer *layers;
 	_Atomic int stop;
@@ -811,6 +819,186 @@ static const struct fuse_lowlevel_ops ops = {
 	.create = erofs_create,
 };
 
+/* ---- releasing layers no mount uses ---- */
+
+/* Short ids some mount references, as a NUL-separated list. */
+struct idset {
+	char *buf;
+	size_t len, cap;
+};
+
+static void idset_add(struct idset *set, const char *id, size_t n)
+{
+	if (!n || n >= 16)
+		return;	/* not a short id */
+	if (set->len + n + 1 > set->cap) {
+		size_t cap = set->cap ? 2 * set->cap : 4096;
+		char *b;
+
+		while (cap < set->len + n + 1)
+			cap *= 2;
+		b = realloc(set->buf, cap);
+		if (!b)
+			return;	/* keeps fewer: we only release less */
+		set->buf = b;
+		set->cap = cap;
+	}
+	memcpy(set->buf + set->len, id, n);
+	set->buf[set->len + n] = 0;
+	set->len += n + 1;
+}
+
+static bool idset_has(const struct idset *set, const char *id)
+{
+	for (size_t off = 0; off < set->len; off += strlen(set->buf + off) + 1)
+		if (!strcmp(set->buf + off, id))
+			return true;
+	return false;
+}
+
+/* A layer directory named by a path: ".../l/<id>[/...]", or a bare
+ * "<id>" (daxfsctl mount gives lowerdirs relative to l/).  A bare name
+ * from some unrelated mount can only keep a layer held a little longer. */
+static void add_path(struct idset *set, const char *p, size_t n)
+{
+	const char *at = NULL;
+
+	for (size_t i = 0; i + 3 <= n; i++)
+		if (!memcmp(p + i, "l/", 2) && (i == 0 || p[i - 1] == '/'))
+			at = p + i + 2;
+	if (at) {
+		size_t k = 0;
+
+		while (at + k < p + n && at[k] != '/')
+			k++;
+		idset_add(set, at, k);
+	} else if (!memchr(p, '/', n)) {
+		idset_add(set, p, n);
+	}
+}
+
+/* lowerdir=a:b:c and upperdir=d in an overlay's options. */
+static void add_overlay_opts(struct idset *set, const char *opts)
+{
+	const char *o = opts;
+
+	while (*o) {
+		size_t n = strcspn(o, ",");
+		const char *eq = memchr(o, '=', n);
+
+		if (eq && (!strncmp(o, "lowerdir", (size_t)(eq - o)) ||
+			   !strncmp(o, "lowerdir+", (size_t)(eq - o)) ||
+			   !strncmp(o, "upperdir", (size_t)(eq - o)))) {
+			const char *v = eq + 1, *end = o + n;
+
+			while (v < end) {
+				size_t k = 0;
+
+				while (v + k < end && v[k] != ':')
+					k++;
+				add_path(set, v, k);
+				v += k + 1;
+			}
+		}
+		o += n;
+		if (*o == ',')
+			o++;
+	}
+}
+
+static void mounts_referencing(struct idset *set)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+
+	if (!f)
+		return;
+	while (getline(&line, &cap, f) > 0) {
+		char root[4096], fstype[256], opts[16384];
+		char *sep = strstr(line, " - ");
+
+		line[strcspn(line, "\n")] = 0;
+		if (!sep || sscanf(line, "%*s %*s %*s %4095s", root) != 1 ||
+		    sscanf(sep + 3, "%255s %*s %16383s", fstype, opts) != 2)
+			continue;
+		if (!strcmp(fstype, "fuse.daxfs"))
+			add_path(set, root, strlen(root));	/* a bind mount's root */
+		else if (!strcmp(fstype, "overlay"))
+			add_overlay_opts(set, opts);
+	}
+	free(line);
+	fclose(f);
+}
+
+struct released {
+	uint64_t serial;
+	uint8_t diff_id[32];
+};
+
+/* Ask the kernel to forget the nodes of held layers no mount uses. */
+static void recheck(struct view *v)
+{
+	struct idset set = { 0 };
+	struct released *out = NULL;
+	size_t n = 0, cap = 0;
+
+	mounts_referencing(&set);
+	pthread_mutex_lock(&v->lock);
+	for (struct vlayer *l = v->layers; l; l = l->next) {
+		char id[16];
+
+		if (!l->lookups)
+			continue;
+		daxfs_short_id(l->serial, id);
+		if (idset_has(&set, id))
+			continue;
+		if (n == cap) {
+			struct released *r = realloc(out, (cap = cap ? 2 * cap : 16) * sizeof(*r));
+
+			if (!r)
+				break;
+			out = r;
+		}
+		out[n].serial = l->serial;
+		memcpy(out[n].diff_id, l->diff_id, 32);
+		n++;
+	}
+	pthread_mutex_unlock(&v->lock);
+	/* Outside the lock: the kernel answers with forgets, which take it. */
+	for (size_t i = 0; i < n; i++) {
+		char name[72];
+
+		daxfs_short_id(out[i].serial, name);
+		fuse_lowlevel_notify_inval_entry(v->se, VIEW_LDIR, name, strlen(name));
+		hexd(out[i].diff_id, name);
+		fuse_lowlevel_notify_inval_entry(v->se, VIEW_BYDIGEST, name, strlen(name));
+	}
+	free(out);
+	free(set.buf);
+}
+
+/* Rechecks every recheck_ms and whenever SIGUSR1 arrives (blocked in
+ * every thread, taken here with sigtimedwait). */
+static void *recheck_main(void *arg)
+{
+	struct view *v = arg;
+	struct timespec ts = { v->recheck_ms / 1000, (long)(v->recheck_ms % 1000) * 1000000L };
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	while (!atomic_load(&v->stop)) {
+		int sig = sigtimedwait(&set, NULL, &ts);
+
+		if (atomic_load(&v->stop))
+			break;
+		if (sig == SIGUSR1 || (sig < 0 && errno == EAGAIN))
+			recheck(v);
+	}
+	return NULL;
+}
+
 /* Announce layers that appeared or went away in "l" and "by-digest". */
 static void *poll_main(void *arg)
 {
@@ -850,11 +1038,25 @@ int view_run(struct daxfs *fs, const struct view_opts *o, struct daxfs_err *err)
 	struct fuse_loop_config *lc;
 	struct view v = { .fs = fs };
 	struct vlayer *gone;
-	pthread_t poller;
+	pthread_t poller, rechecker;
+	sigset_t usr1;
 	int rc;
 
 	v.entry_timeout = o->entry_timeout_s ? o->entry_timeout_s : 86400;
 	v.poll_ms = o->poll_ms ? o->poll_ms : 500;
+	v.recheck_ms = o->recheck_ms ? o->recheck_ms : 30000;
+	/* Holder bits a previous view of this host left behind. */
+	rc = daxfs_holds_sync(fs);
+	if (rc > 0)
+		fprintf(stderr, "daxfs-view: released %d holds of a previous view\n", rc);
+	else if (rc < 0)
+		return daxfs_err_set(err, rc, "releasing a previous view's holds: %s",
+				     strerror(-rc));
+	/* The caller blocked it before starting any thread; so do we, for
+	 * the threads started here. */
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &usr1, NULL);
 	pthread_mutex_init(&v.lock, NULL);
 	vl_scan(&v, &gone);
 	v.se = fuse_session_new(&args, &ops, sizeof(ops), &v);
@@ -866,6 +1068,7 @@ int view_run(struct daxfs *fs, const struct view_opts *o, struct daxfs_err *err)
 		return daxfs_err_set(err, -EIO, "cannot mount the view at %s", o->mountpoint);
 	}
 	pthread_create(&poller, NULL, poll_main, &v);
+	pthread_create(&rechecker, NULL, recheck_main, &v);
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, 1);
 	fuse_loop_cfg_set_max_threads(lc, 16);
@@ -873,6 +1076,8 @@ int view_run(struct daxfs *fs, const struct view_opts *o, struct daxfs_err *err)
 	fuse_loop_cfg_destroy(lc);
 	atomic_store(&v.stop, 1);
 	pthread_join(poller, NULL);
+	pthread_kill(rechecker, SIGUSR1);
+	pthread_join(rechecker, NULL);
 	fuse_session_unmount(v.se);
 	fuse_remove_signal_handlers(v.se);
 	fuse_session_destroy(v.se);

@@ -22,6 +22,8 @@ struct view_opts {
 	const char *mountpoint;
 	uint32_t entry_timeout_s;	/* inside layers; default 86400 */
 	uint32_t poll_ms;		/* how often "l" is rescanned; default 500 */
+	uint32_t recheck_ms;		/* how often unmounted layers are let go;
+					 * default 30000 (and on SIGUSR1) */
 	int foreground_debug;
 };
 

@@ -548,7 +548,7 @@ static int cri_pull(struct snapshots *ss, const char *image, struct daxfs_err *e
 		pthread_mutex_unlock(&ss->lock);
 		atomic_fetch_add(&ss->d->cri_pulls, 1);
 		log_info("snapshotter: pulling %s into the region for containerd", image);
-		rc = pull_image(ss->d, image, NULL, NULL, &res, err);
+		rc = pull_image(ss->d, image, NULL, 0, NULL, &res, err);
 		json_decref(res);
 		pthread_mutex_lock(&ss->lock);
 		p->done = 1;

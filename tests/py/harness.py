@@ -105,3 +105,134 @@ def stop_view(mnt):
         if not view_pid(mnt):
             break
         time.sleep(0.05)
+
+
+def pid_of(prog, *needles):
+    """A process whose program name ends with prog and whose command line
+    holds every needle."""
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\0')
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(prog.encode()) and \
+                all(any(n.encode() == c for c in cmd) for n in needles):
+            return int(pid)
+    return None
+
+
+class NsHost:
+    """One host in namespaces of its own: pid, uts, mount and time (its
+    monotonic clock shifted by clock_s seconds), with private tmpfs on
+    /run, /tmp and /dev/shm, so that only the region (a file in TMP, which
+    is bind-mounted through) is shared with other hosts.  Processes of the
+    host run under nsenter; its daxfsd's control socket is in TMP, so
+    daxfsctl calls for the daemon work from outside."""
+
+    def __init__(self, name, region, config, clock_s, extra=()):
+        self.name = name
+        self.region = region
+        self.config = config
+        self.extra = list(extra)
+        self.root = os.path.join(TMP, name)
+        self.sock = os.path.join(TMP, name + '.sock')
+        self.snap = os.path.join(TMP, name + '-snap.sock')
+        self.mnt = os.path.join(self.root, 'mnt')
+        self.logpath = os.path.join(TMP, name + '.log')
+        self.daemon = None
+        os.makedirs(self.root, exist_ok=True)
+        ready = os.path.join(TMP, name + '.ready')
+        script = ('set -e; mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /dev/shm; '
+                  'mkdir -p /run/.shared; mount --bind "$1" /run/.shared; '
+                  'mount -t tmpfs tmpfs /tmp; mkdir -p "$1"; mount --bind /run/.shared "$1"; '
+                  'hostname "$2"; touch "$3"; exec sleep infinity')
+        self.ns = subprocess.Popen(['unshare', '--pid', '--uts', '--mount', '--time', '--fork',
+                                    '--propagation', 'private', '--monotonic=%d' % clock_s,
+                                    'sh', '-c', script, 'sh', TMP, name, ready])
+        for _ in range(200):
+            if os.path.exists(ready):
+                break
+            time.sleep(0.02)
+        kids = open('/proc/%d/task/%d/children' % (self.ns.pid, self.ns.pid)).read().split()
+        self.init = int(kids[0])
+
+    def cmd(self, args):
+        """args run inside the host's namespaces."""
+        return ['nsenter', '-t', str(self.init), '-a'] + list(args)
+
+    def run(self, *args, timeout=120):
+        return subprocess.run(self.cmd(args), capture_output=True, text=True, timeout=timeout)
+
+    def ctl(self, *args):
+        return ctl(*args, address=self.sock)
+
+    def start(self, wait=True, restarts=0, backoff=1.0):
+        """Start daxfsd (it starts the host's view); like a service
+        manager, start it again up to restarts times if it exits."""
+        for _ in range(restarts):
+            try:
+                return self.start_once(wait)
+            except RuntimeError:
+                time.sleep(backoff)
+        return self.start_once(wait)
+
+    def start_once(self, wait=True):
+        self.log = open(self.logpath, 'a')
+        self.daemon = subprocess.Popen(self.cmd(
+            [BUILD + '/daxfsd', '--config', self.config, '--region', self.region,
+             '--root', self.root, '--address', self.sock, '--snapshotter-address', self.snap,
+             '--host-name', self.name] + self.extra), stdout=self.log, stderr=subprocess.STDOUT)
+        if not wait:
+            return
+        for _ in range(300):
+            if os.path.exists(self.sock) and self.ctl('hosts').returncode == 0:
+                return
+            if self.daemon.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError('daxfsd %s did not start: %s' % (self.name,
+                                                             open(self.logpath).read()))
+
+    def daemon_pid(self):
+        return pid_of('daxfsd', '--root', self.root)
+
+    def view_pid(self):
+        return view_pid(self.mnt)
+
+    def signal(self, sig):
+        pid = self.daemon_pid()
+        if pid:
+            os.kill(pid, sig)
+        return pid
+
+    def resume(self):
+        """SIGCONT a stopped daemon, and the nsenter that waits for it
+        (nsenter stops itself when its child stops)."""
+        self.signal(signal.SIGCONT)
+        os.kill(self.daemon.pid, signal.SIGCONT)
+
+    def wait_daemon(self, timeout=30):
+        """The daemon's exit code (through nsenter, which passes it on)."""
+        try:
+            return self.daemon.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self):
+        if self.daemon and self.daemon.poll() is None:
+            self.signal(signal.SIGTERM)
+            if self.wait_daemon(20) is None:
+                self.signal(signal.SIGKILL)
+                self.daemon.wait()
+
+    def close(self):
+        """Kill everything of the host (its pid namespace ends with init)."""
+        try:
+            os.kill(self.init, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.ns.wait()
+        if self.daemon:
+            self.daemon.wait()
