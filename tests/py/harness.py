@@ -127,7 +127,8 @@ class NsHost:
     """One host in namespaces of its own: pid, uts, mount and time (its
     monotonic clock shifted by clock_s seconds), with private tmpfs on
     /run, /tmp and /dev/shm, so that only the region (a file in TMP, which
-    is bind-mounted through) is shared with other hosts.  Processes of the
+    is bind-mounted through, like the build and source trees) is shared
+    with other hosts.  Processes of the
     host run under nsenter; its daxfsd's control socket is in TMP, so
     daxfsctl calls for the daemon work from outside."""
 
@@ -144,13 +145,22 @@ class NsHost:
         self.daemon = None
         os.makedirs(self.root, exist_ok=True)
         ready = os.path.join(TMP, name + '.ready')
-        script = ('set -e; mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /dev/shm; '
-                  'mkdir -p /run/.shared; mount --bind "$1" /run/.shared; '
-                  'mount -t tmpfs tmpfs /tmp; mkdir -p "$1"; mount --bind /run/.shared "$1"; '
-                  'hostname "$2"; touch "$3"; exec sleep infinity')
+        # Directories the host must still see under its private tmpfs
+        # mounts (the test's TMP with the region; the build and source
+        # trees, which may live under /tmp too): set aside on the private
+        # /run before /tmp and /dev/shm are covered, then bound back.
+        keep = sorted({os.path.realpath(p) for p in
+                       (TMP, BUILD, os.environ.get('DAXFS_SRC', '.'))}, key=len)
+        script = ('set -e; host="$1"; ready="$2"; shift 2; mount -t tmpfs tmpfs /run; '
+                  'i=0; for d in "$@"; do mkdir -p /run/.keep/$i; '
+                  'mount --bind "$d" /run/.keep/$i; i=$((i+1)); done; '
+                  'mount -t tmpfs tmpfs /dev/shm; mount -t tmpfs tmpfs /tmp; '
+                  'i=0; for d in "$@"; do mkdir -p "$d"; mount --bind /run/.keep/$i "$d"; '
+                  'i=$((i+1)); done; '
+                  'hostname "$host"; touch "$ready"; exec sleep infinity')
         self.ns = subprocess.Popen(['unshare', '--pid', '--uts', '--mount', '--time', '--fork',
                                     '--propagation', 'private', '--monotonic=%d' % clock_s,
-                                    'sh', '-c', script, 'sh', TMP, name, ready])
+                                    'sh', '-c', script, 'sh', name, ready] + keep)
         for _ in range(200):
             if os.path.exists(ready):
                 break
