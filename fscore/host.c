@@ -614,12 +614,17 @@ void host_detach(struct daxfs *fs)
 int ctx_acquire(struct daxfs *fs)
 {
 	struct dfs_host *h = &fs->hosts[fs->slot];
-	int got = -EAGAIN;
+	bool trimming;
+	int got;
 
+again:
+	got = -EAGAIN;
+	trimming = false;
 	pthread_mutex_lock(&fs->lock);
 	for (unsigned i = 0; i < DFS_CTX_PER_HOST; i++) {
 		uint64_t c;
 
+		trimming |= fs->ctx_trimming[i];
 		if (fs->ctx_busy[i])
 			continue;
 		c = atomic_load_explicit(&h->ctx[i].claim, memory_order_acquire);
@@ -634,6 +639,11 @@ int ctx_acquire(struct daxfs *fs)
 		break;
 	}
 	pthread_mutex_unlock(&fs->lock);
+	/* A trim holds a context for a moment only: not a reason to fail. */
+	if (got == -EAGAIN && trimming) {
+		sleep_ms(1);
+		goto again;
+	}
 	return got;
 }
 
@@ -646,6 +656,7 @@ bool ctx_take_idle(struct daxfs *fs, int ctx)
 	if (!fs->ctx_busy[ctx] &&
 	    atomic_load_explicit(&h->ctx[ctx].claim, memory_order_acquire) == fs->inc) {
 		fs->ctx_busy[ctx] = true;
+		fs->ctx_trimming[ctx] = true;
 		got = true;
 	}
 	pthread_mutex_unlock(&fs->lock);
@@ -656,6 +667,7 @@ void ctx_put(struct daxfs *fs, int ctx)
 {
 	pthread_mutex_lock(&fs->lock);
 	fs->ctx_busy[ctx] = false;
+	fs->ctx_trimming[ctx] = false;
 	pthread_mutex_unlock(&fs->lock);
 }
 

@@ -49,7 +49,8 @@ struct host_obs {
 };
 
 /* Process-local state of one attached region.  Everything here is owned by
- * this process; fs->lock guards ctx_busy, holds[] and obs[]. */
+ * this process; fs->lock guards ctx_busy, ctx_trimming, holds[], obs[] and
+ * orphan_seen. */
 struct daxfs {
 	uint8_t *base;		/* superblock address */
 	uint64_t size;
@@ -77,6 +78,7 @@ struct daxfs {
 
 	pthread_mutex_t lock;
 	bool ctx_busy[DFS_CTX_PER_HOST];
+	bool ctx_trimming[DFS_CTX_PER_HOST];	/* busy for daxfs_alloc_trim */
 	struct alloc_ctx actx[DFS_CTX_PER_HOST][2];	/* [ctx][meta, data] */
 	struct orphan_watch *orphan_seen[2];	/* per chunk, under lock */
 	uint64_t *prefaulted[2];	/* bit per chunk: mapped in by chunk_claim */
