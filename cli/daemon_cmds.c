@@ -357,16 +357,14 @@ static int cmd_hosts(int argc, char **argv)
 	if (c.json) {
 		print_json(r);
 	} else {
-		printf("%-4s %-20s %-5s %-9s %-11s %-6s %-36s %s\n", "SLOT", "NAME", "INC",
-		       "LIVENESS", "SEEN ALIVE", "HELD", "UUID", "VERSION");
+		printf("%-4s %-20s %-5s %-9s %-14s %-6s %-36s %s\n", "SLOT", "NAME", "INC",
+		       "LIVENESS", "HEARTBEAT", "HELD", "UUID", "VERSION");
 		json_array_foreach(json_object_get(r, "hosts"), i, h) {
-			json_t *age = json_object_get(h, "seen_alive_ms");
-			char seen[32] = "never";
+			char seen[32];
 
-			if (json_is_integer(age))
-				snprintf(seen, sizeof(seen), "%" PRIu64 " ms ago",
-					 (uint64_t)json_integer_value(age));
-			printf("%-4" PRIu64 " %-20s %-5" PRIu64 " %-9s %-11s %-6" PRIu64
+			snprintf(seen, sizeof(seen), "%" PRIu64 " ms ago",
+				 jnum(h, "heartbeat_age_ms"));
+			printf("%-4" PRIu64 " %-20s %-5" PRIu64 " %-9s %-14s %-6" PRIu64
 			       " %-36s %s%s\n", jnum(h, "slot"), jstr(h, "name"),
 			       jnum(h, "incarnation"), jstr(h, "liveness"), seen,
 			       jnum(h, "layers_held"), jstr(h, "uuid"), jstr(h, "version"),
@@ -401,7 +399,7 @@ const struct cli_cmd daemon_cmds[] = {
 	  "Region capacity and use (data and metadata), layers held, pinned and\n"
 	  "reclaimable, and the bytes saved by sharing and dedup.", cmd_df },
 	{ "hosts", "[--address SOCK] [--json]",
-	  "Hosts attached to the region: incarnation, liveness, when this host last\n"
-	  "saw each one alive, and how many layers each holds.", cmd_hosts },
+	  "Hosts attached to the region: incarnation, liveness, how long ago this\n"
+	  "host saw each one's heartbeat move, and how many layers each holds.", cmd_hosts },
 	{ 0, 0, 0, 0 },
 };

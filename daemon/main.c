@@ -132,6 +132,11 @@ static void *reaper_main(void *arg)
 			log_warn("reaping dead hosts: %s", err.msg);
 		else if (n > 0)
 			log_info("reaped %d dead host%s", n, n == 1 ? "" : "s");
+		/* Chunks our idle contexts own but others emptied (evictions)
+		 * serve no other host until we give them back. */
+		n = daxfs_alloc_trim(D.fs);
+		if (n > 0)
+			log_debug("gave back %d empty chunk%s", n, n == 1 ? "" : "s");
 		/* Sleep in slices so SIGTERM is not kept waiting a lease. */
 		for (uint32_t t = 0; t < step && !atomic_load(&D.stopping); t += 50) {
 			struct timespec ts = { 0, 50 * 1000000L };

@@ -235,57 +235,13 @@ static int m_df(void *ctx, struct api_call *call, json_t *params, json_t **resul
 
 #define WATCH_SLOTS 64
 
-static struct {
-	pthread_mutex_t lock;
-	uint32_t incarnation[WATCH_SLOTS];
-	uint64_t alive_ms[WATCH_SLOTS];	/* our clock, last seen ALIVE */
-} watch = { .lock = PTHREAD_MUTEX_INITIALIZER };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void watch_note(const struct daxfs_host_info *h, int n, uint64_t now)
-{
-	pthread_mutex_lock(&watch.lock);
-	for (int i = 0; i < n && i < WATCH_SLOTS; i++) {
-		int s = h[i].slot;
-
-		if (s < 0 || s >= WATCH_SLOTS)
-			continue;
-		if (watch.incarnation[s] != h[i].incarnation) {
-			watch.incarnation[s] = h[i].incarnation;
-			watch.alive_ms[s] = 0;
-		}
-		if (h[i].liveness == DAXFS_HOST_ALIVE)
-			watch.alive_ms[s] = now;
-	}
-	pthread_mutex_unlock(&watch.lock);
-}
-
+/* Keep sampling heartbeats between calls: liveness and heartbeat ages
+ * are judged on our clock across samples. */
 void hosts_watch(struct daemon *d)
 {
 	struct daxfs_host_info h[WATCH_SLOTS];
-	int n = daxfs_hosts_observe(d->fs, h, WATCH_SLOTS);
 
-	if (n > 0)
-		watch_note(h, n, now_ms());
-}
-
-/* -1 if this observer never saw the incarnation alive. */
-static int64_t watch_age(int slot, uint64_t now)
-{
-	int64_t age = -1;
-
-	pthread_mutex_lock(&watch.lock);
-	if (slot >= 0 && slot < WATCH_SLOTS && watch.alive_ms[slot])
-		age = (int64_t)(now - watch.alive_ms[slot]);
-	pthread_mutex_unlock(&watch.lock);
-	return age;
+	(void)daxfs_hosts_observe(d->fs, h, WATCH_SLOTS);
 }
 
 static int count_held(const struct daxfs_layer_info *li, void *arg)
@@ -305,18 +261,15 @@ static int m_hosts(void *ctx, struct api_call *call, json_t *params, json_t **re
 {
 	struct daemon *d = ctx;
 	struct daxfs_host_info h[WATCH_SLOTS];
-	uint64_t held[WATCH_SLOTS] = { 0 }, now = now_ms();
+	uint64_t held[WATCH_SLOTS] = { 0 };
 	json_t *a = json_array();
 	int n = daxfs_hosts_observe(d->fs, h, WATCH_SLOTS);
 
 	(void)call;
 	(void)params;
 	(void)err;
-	if (n > 0)
-		watch_note(h, n, now);
 	daxfs_layers_foreach(d->fs, count_held, held);
 	for (int i = 0; i < n && i < WATCH_SLOTS; i++) {
-		int64_t age = watch_age(h[i].slot, now);
 		char u[40];
 
 		snprintf(u, sizeof(u),
@@ -332,8 +285,9 @@ static int m_hosts(void *ctx, struct api_call *call, json_t *params, json_t **re
 			"self", h[i].slot == daxfs_host_slot(d->fs)));
 		json_object_set_new(json_array_get(a, json_array_size(a) - 1), "layers_held",
 				    json_integer((json_int_t)held[h[i].slot & (WATCH_SLOTS - 1)]));
-		json_object_set_new(json_array_get(a, json_array_size(a) - 1), "seen_alive_ms",
-				    age < 0 ? json_null() : json_integer((json_int_t)age));
+		json_object_set_new(json_array_get(a, json_array_size(a) - 1),
+				    "heartbeat_age_ms",
+				    json_integer((json_int_t)h[i].heartbeat_age_ms));
 	}
 	*result = json_pack("{s:o}", "hosts", a);
 	return 0;

@@ -6,15 +6,35 @@
  * that: it finds clear bits, journals the extent, then sets them with
  * fetch_or.  Anyone may clear bits (fetch_and) when an object dies.  A
  * reaper therefore knows that every set bit in a dead context's chunks was
- * set by that context. */
+ * set by that context.
+ *
+ * Since only the owner allocates in a chunk, units others free there are
+ * lost to everyone else until the owner gives the chunk back: an owner
+ * releases its entirely free chunks when a context is put down and when
+ * its daemon trims idle contexts, and an allocation that finds no chunk
+ * waits a bounded time for such chunks (and for ORPHAN chunks to become
+ * adoptable) before it reports the area full. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
 #include "cache.h"
+#include "host.h"
+
+/* How often an allocation that waits for chunks looks again. */
+#define CLAIM_POLL_MS 20
+
+static void sleep_ms(uint32_t ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
 
 static uint64_t unit_bytes(const struct area *a)
 {
@@ -48,9 +68,38 @@ static int actx_push(struct alloc_ctx *ac, uint64_t chunk)
 	return 0;
 }
 
+static uint64_t ctx_owner(struct daxfs *fs, int ctx)
+{
+	return DFS_CHUNK(DFS_CHUNK_OWNED, fs->slot + 1, ctx, fs->inc);
+}
+
 static uint64_t my_owner(struct jctx *j)
 {
 	return DFS_CHUNK(DFS_CHUNK_OWNED, j->slot + 1, j->ctx, j->fs->inc);
+}
+
+/* Relaxed loads suffice: no one sets bits in a chunk but its owner, and
+ * whoever takes the chunk after us reads the words after our release CAS
+ * of the owner word, so it sees at least the values we saw. */
+static bool chunk_empty(struct area *a, uint64_t chunk)
+{
+	_Atomic uint64_t *w = chunk_words(a, chunk);
+
+	for (uint64_t i = 0; i < a->words_per_chunk; i++)
+		if (atomic_load_explicit(&w[i], memory_order_relaxed))
+			return false;
+	return true;
+}
+
+static uint64_t chunk_free_units(struct area *a, uint64_t chunk)
+{
+	_Atomic uint64_t *w = chunk_words(a, chunk);
+	uint64_t used = 0;
+
+	for (uint64_t i = 0; i < a->words_per_chunk; i++)
+		used += (uint64_t)__builtin_popcountll(
+			atomic_load_explicit(&w[i], memory_order_relaxed));
+	return a->units_per_chunk - used;
 }
 
 /* Learn which chunks this context already owns (after a restart the
@@ -119,20 +168,23 @@ static bool chunk_find(struct area *a, uint64_t chunk, uint64_t from,
 	return true;
 }
 
-static void *orphan_clock(struct daxfs *fs, int which)
+static struct orphan_watch *orphan_clock(struct daxfs *fs, int which)
 {
 	if (!fs->orphan_seen[which])
 		fs->orphan_seen[which] = calloc(area_of(fs, which)->g.nchunks,
-						sizeof(uint64_t));
+						sizeof(struct orphan_watch));
 	return fs->orphan_seen[which];
 }
 
 /* May we take chunk c?  FREE and RELEASED chunks yes; an ORPHAN chunk
  * only once we have watched it stay orphaned for lease + grace, since the
- * reaped host may have been paused, not dead, and could still write. */
+ * reaped host may have been paused, not dead, and could still write.  The
+ * watch is keyed by the owner word: a chunk orphaned by a later reap is
+ * watched afresh. */
 static bool chunk_takeable(struct daxfs *fs, int which, uint64_t c, uint64_t w)
 {
-	uint64_t *seen, now;
+	struct orphan_watch *ow;
+	uint64_t now;
 
 	switch (DFS_CHUNK_STATE(w)) {
 	case DFS_CHUNK_FREE:
@@ -142,12 +194,14 @@ static bool chunk_takeable(struct daxfs *fs, int which, uint64_t c, uint64_t w)
 		bool ok = false;
 
 		pthread_mutex_lock(&fs->lock);
-		seen = orphan_clock(fs, which);
+		ow = orphan_clock(fs, which);
 		now = now_ms();
-		if (seen && !seen[c])
-			seen[c] = now;
-		else if (seen)
-			ok = now - seen[c] >= (uint64_t)fs->lease_ms + fs->grace_ms;
+		if (ow && ow[c].word != w) {
+			ow[c].word = w;
+			ow[c].since_ms = now;
+		} else if (ow) {
+			ok = now - ow[c].since_ms >= (uint64_t)fs->lease_ms + fs->grace_ms;
+		}
 		pthread_mutex_unlock(&fs->lock);
 		return ok;
 	}
@@ -197,7 +251,10 @@ static void chunk_prefault(struct daxfs *fs, int which, uint64_t c)
 #endif
 }
 
-/* Claim n consecutive chunks (n = 1 for ordinary allocations). */
+/* Claim n consecutive chunks (n = 1 for ordinary allocations).  A run of
+ * several must be empty as a whole (a RELEASED or ORPHAN chunk may still
+ * hold live units; once it is not owned its bits are only ever cleared, so
+ * a check before the CAS holds after it). */
 static int chunk_claim(struct jctx *j, int which, uint64_t n, uint64_t *first)
 {
 	struct area *a = area_of(j->fs, which);
@@ -212,6 +269,7 @@ static int chunk_claim(struct jctx *j, int which, uint64_t n, uint64_t *first)
 							  memory_order_acquire);
 
 			if (!chunk_takeable(j->fs, which, c + k, w) ||
+			    (n > 1 && !chunk_empty(a, c + k)) ||
 			    !atomic_compare_exchange_strong_explicit(&a->owners[c + k],
 					&w, me, memory_order_acq_rel,
 					memory_order_acquire))
@@ -228,6 +286,60 @@ static int chunk_claim(struct jctx *j, int which, uint64_t n, uint64_t *first)
 		c += k;
 	}
 	return -ENOSPC;
+}
+
+/* No chunk could be claimed: for how long (ms from the first failure) may
+ * space still come to us without anyone evicting?  Entirely free chunks
+ * other contexts own are given back by their owners when they put the
+ * context down or trim (daxfsd trims every lease / 4): up to a lease.
+ * ORPHAN chunks with room become adoptable once watched for lease + grace
+ * (chunk_claim started the watch).  0: nothing will come. */
+static uint64_t claim_patience(struct jctx *j, int which, uint64_t n,
+			       uint64_t min)
+{
+	struct daxfs *fs = j->fs;
+	struct area *a = area_of(fs, which);
+	uint64_t me = my_owner(j), idle = 0, orphans = 0;
+
+	for (uint64_t c = 0; c < a->g.nchunks && idle + orphans < n; c++) {
+		uint64_t w = atomic_load_explicit(&a->owners[c], memory_order_acquire);
+
+		if (DFS_CHUNK_STATE(w) == DFS_CHUNK_OWNED && w != me &&
+		    chunk_empty(a, c))
+			idle++;
+		else if (DFS_CHUNK_STATE(w) == DFS_CHUNK_ORPHAN &&
+			 (n > 1 ? chunk_empty(a, c) : chunk_free_units(a, c) >= min))
+			orphans++;
+	}
+	if (idle + orphans < n)
+		return 0;
+	if (orphans)
+		return (uint64_t)fs->lease_ms + fs->grace_ms + fs->lease_ms / 4 +
+		       2 * CLAIM_POLL_MS;
+	return fs->lease_ms;
+}
+
+/* chunk_claim, waiting (bounded, see claim_patience) while chunks are
+ * about to become takeable, instead of failing with space in sight. */
+static int chunk_claim_wait(struct jctx *j, int which, uint64_t n,
+			    uint64_t min, uint64_t *first)
+{
+	uint64_t start = 0, patience;
+	int rc;
+
+	for (;;) {
+		rc = chunk_claim(j, which, n, first);
+		if (rc != -ENOSPC)
+			return rc;
+		if (!start)
+			start = now_ms();
+		patience = claim_patience(j, which, n, min);
+		if (!patience || now_ms() - start >= patience)
+			return -ENOSPC;
+		sleep_ms(CLAIM_POLL_MS);
+		if (daxfs_host_check(j->fs) < 0)
+			return -ESTALE;
+	}
 }
 
 int alloc_find(struct jctx *j, int which, uint64_t bytes, uint64_t min_bytes,
@@ -255,7 +367,7 @@ int alloc_find(struct jctx *j, int which, uint64_t bytes, uint64_t min_bytes,
 		/* Larger than a chunk: whole consecutive chunks. */
 		uint64_t n = (min + a->units_per_chunk - 1) / a->units_per_chunk;
 
-		rc = chunk_claim(j, which, n, &c);
+		rc = chunk_claim_wait(j, which, n, a->units_per_chunk, &c);
 		if (rc < 0)
 			return rc;
 		*off = a->g.base + (c << a->g.chunk_shift);
@@ -289,7 +401,7 @@ int alloc_find(struct jctx *j, int which, uint64_t bytes, uint64_t min_bytes,
 	/* Take more chunks until one has room; the ones taken stay ours
 	 * for later allocations. */
 	do {
-		rc = chunk_claim(j, which, 1, &c);
+		rc = chunk_claim_wait(j, which, 1, min, &c);
 		if (rc < 0)
 			return rc;
 	} while (!chunk_find(a, c, 0, want, min, &first, &count));
@@ -383,6 +495,21 @@ uint64_t alloc_used_bytes(struct daxfs *fs, int which)
 	return units << a->g.unit_shift;
 }
 
+/* We watched the chunk become ORPHAN ourselves: its watch starts now. */
+static void orphan_watch_start(struct daxfs *fs, int which, uint64_t c,
+			       uint64_t w)
+{
+	struct orphan_watch *ow;
+
+	pthread_mutex_lock(&fs->lock);
+	ow = orphan_clock(fs, which);
+	if (ow && ow[c].word != w) {
+		ow[c].word = w;
+		ow[c].since_ms = now_ms();
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
 static void chunks_transfer(struct daxfs *fs, int slot, uint32_t inc,
 			    unsigned state)
 {
@@ -392,14 +519,17 @@ static void chunks_transfer(struct daxfs *fs, int slot, uint32_t inc,
 		for (uint64_t c = 0; c < a->g.nchunks; c++) {
 			uint64_t w = atomic_load_explicit(&a->owners[c],
 							  memory_order_acquire);
+			uint64_t to;
 
 			if (DFS_CHUNK_STATE(w) != DFS_CHUNK_OWNED ||
 			    DFS_CHUNK_SLOT1(w) != (unsigned)slot + 1 ||
 			    DFS_CHUNK_INC(w) != inc)
 				continue;
-			atomic_compare_exchange_strong_explicit(&a->owners[c], &w,
-				DFS_CHUNK(state, slot + 1, DFS_CHUNK_CTX(w), inc),
-				memory_order_acq_rel, memory_order_relaxed);
+			to = DFS_CHUNK(state, slot + 1, DFS_CHUNK_CTX(w), inc);
+			if (atomic_compare_exchange_strong_explicit(&a->owners[c], &w,
+					to, memory_order_acq_rel, memory_order_relaxed) &&
+			    state == DFS_CHUNK_ORPHAN)
+				orphan_watch_start(fs, which, c, to);
 		}
 	}
 }
@@ -415,6 +545,67 @@ void alloc_release_chunks(struct daxfs *fs)
 void alloc_orphan_chunks(struct daxfs *fs, int slot, uint32_t inc)
 {
 	chunks_transfer(fs, slot, inc, DFS_CHUNK_ORPHAN);
+}
+
+int alloc_trim_ctx(struct daxfs *fs, int ctx)
+{
+	struct dfs_ctx *jc;
+	uint64_t me;
+	int released = 0;
+
+	if (fs->slot < 0 || fs->readonly || daxfs_host_check(fs) < 0)
+		return 0;
+	/* An open journal group names units in our chunks, and a reaper
+	 * would free those units again should we die: keep every chunk
+	 * until the group is closed. */
+	jc = &fs->hosts[fs->slot].ctx[ctx];
+	if (atomic_load_explicit(&jc->head, memory_order_relaxed) !=
+	    atomic_load_explicit(&jc->tail, memory_order_relaxed))
+		return 0;
+	me = ctx_owner(fs, ctx);
+	for (int which = 0; which < 2; which++) {
+		struct alloc_ctx *ac = &fs->actx[ctx][which];
+		struct area *a = area_of(fs, which);
+		uint32_t keep = 0, cur = 0;
+
+		if (!ac->loaded)
+			continue;
+		for (uint32_t k = 0; k < ac->n; k++) {
+			uint64_t c = ac->chunks[k], w = me;
+
+			/* Release: whoever adopts the chunk (acquire on the
+			 * owner word) sees the bitmap we saw empty. */
+			if (k != ac->cur && chunk_empty(a, c) &&
+			    atomic_compare_exchange_strong_explicit(&a->owners[c], &w,
+					DFS_CHUNK(DFS_CHUNK_RELEASED, fs->slot + 1,
+						  ctx, fs->inc),
+					memory_order_release, memory_order_relaxed)) {
+				released++;
+				continue;
+			}
+			if (k == ac->cur)
+				cur = keep;
+			ac->chunks[keep++] = c;
+		}
+		ac->n = keep;
+		ac->cur = cur;
+	}
+	return released;
+}
+
+int daxfs_alloc_trim(struct daxfs *fs)
+{
+	int released = 0;
+
+	if (fs->slot < 0 || !fs->daemon)
+		return 0;
+	for (int ctx = 0; ctx < (int)DFS_CTX_PER_HOST; ctx++) {
+		if (!ctx_take_idle(fs, ctx))
+			continue;
+		released += alloc_trim_ctx(fs, ctx);
+		ctx_put(fs, ctx);
+	}
+	return released;
 }
 
 void alloc_state_free(struct daxfs *fs)

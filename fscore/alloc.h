@@ -31,7 +31,11 @@ uint64_t alloc_round(struct daxfs *fs, int which, uint64_t len);
 uint64_t alloc_used_bytes(struct daxfs *fs, int which);
 /* On clean detach: our chunks become RELEASED. */
 void alloc_release_chunks(struct daxfs *fs);
-/* Reaping: chunks of (slot, inc) become ORPHAN. */
+/* Give back the entirely free chunks of our context ctx (the caller has
+ * it), except the one its next allocation starts in: they become RELEASED,
+ * adoptable by anyone at once.  Returns how many. */
+int alloc_trim_ctx(struct daxfs *fs, int ctx);
+/* Reaping: chunks of (slot, inc) become ORPHAN; we start their watch. */
 void alloc_orphan_chunks(struct daxfs *fs, int slot, uint32_t inc);
 void alloc_state_free(struct daxfs *fs);
 

@@ -139,6 +139,9 @@ struct daxfs_host_info {
 	uint32_t incarnation;
 	enum daxfs_liveness liveness;
 	int nprocs;
+	/* How long ago, on this process's monotonic clock, it saw the
+	 * host's heartbeat move (or first sampled it); 0 for itself. */
+	uint64_t heartbeat_age_ms;
 };
 
 /* Sample every host's heartbeats; liveness is judged on this process's
@@ -149,6 +152,11 @@ int daxfs_hosts_observe(struct daxfs *fs, struct daxfs_host_info *out,
 /* Reap every host observed DEAD (and resume reaping abandoned by a dead
  * reaper).  Returns the number of hosts reaped. */
 int daxfs_reap_dead(struct daxfs *fs, struct daxfs_err *err);
+/* Give back the chunks of this host's idle writer contexts that hold no
+ * live unit (units others freed there can serve no one else while we own
+ * them); a daemon calls it every lease / 4 or so.  Returns how many
+ * chunks were released. */
+int daxfs_alloc_trim(struct daxfs *fs);
 
 /* ---- reading: epochs ---- */
 

@@ -161,13 +161,23 @@ int daxfs_hosts_observe(struct daxfs *fs, struct daxfs_host_info *out, int max)
 	pthread_mutex_lock(&fs->lock);
 	for (uint32_t s = 0; s < fs->sb.max_hosts; s++) {
 		struct dfs_host *h = &fs->hosts[s];
+		struct host_obs *o = &fs->obs[s];
 		enum daxfs_liveness l = host_observe_slot(fs, (int)s, now);
-		uint64_t w;
+		uint64_t w, age = 0;
 
 		if ((int)s != fs->slot)
 			host_holds_stale(fs, (int)s, now);	/* starts the watch */
 		if (l == DAXFS_HOST_UNUSED)
 			continue;
+		/* A host no longer LIVE is watched through every heartbeat of
+		 * its slot (host_holds_stale), a live one through the beats
+		 * that keep it alive; our own slot beats with us. */
+		if ((int)s == fs->slot)
+			age = 0;
+		else if (l == DAXFS_HOST_GONE || l == DAXFS_HOST_REAPING)
+			age = o->all_seen ? now - o->all_changed_ms : 0;
+		else
+			age = o->changed_ms ? now - o->changed_ms : 0;
 		if (n < max) {
 			struct daxfs_host_info *i = &out[n];
 
@@ -179,6 +189,7 @@ int daxfs_hosts_observe(struct daxfs *fs, struct daxfs_host_info *out, int max)
 			memcpy(i->version, h->version, DFS_VERSION_MAX);
 			i->incarnation = DFS_OWNER_INC(w);
 			i->liveness = l;
+			i->heartbeat_age_ms = age;
 			for (unsigned p = 0; p < DFS_PROCS_PER_HOST; p++)
 				if (atomic_load_explicit(&h->procs[p].claim,
 							 memory_order_relaxed) == i->incarnation)
@@ -465,7 +476,10 @@ int daxfs_host_attach(struct daxfs *fs, const struct daxfs_host_opts *o,
 	if (p < 0)
 		return daxfs_err_set(err, p, "no free process entry in host slot %d", s);
 	__atomic_store_n(&fs->hosts[s].procs[p].kind, (uint32_t)o->kind, __ATOMIC_RELAXED);
-	set_label(fs->hosts[s].name, DFS_NAME_MAX, o->name);
+	/* The daemon names the host; a process joining it without a name
+	 * keeps that label. */
+	if (daemon || (o->name && *o->name))
+		set_label(fs->hosts[s].name, DFS_NAME_MAX, o->name);
 	set_label(fs->hosts[s].version, DFS_VERSION_MAX, DAXFS_VERSION_STRING);
 	fs->slot = s;
 	fs->inc = inc;
@@ -600,12 +614,17 @@ void host_detach(struct daxfs *fs)
 int ctx_acquire(struct daxfs *fs)
 {
 	struct dfs_host *h = &fs->hosts[fs->slot];
-	int got = -EAGAIN;
+	bool trimming;
+	int got;
 
+again:
+	got = -EAGAIN;
+	trimming = false;
 	pthread_mutex_lock(&fs->lock);
 	for (unsigned i = 0; i < DFS_CTX_PER_HOST; i++) {
 		uint64_t c;
 
+		trimming |= fs->ctx_trimming[i];
 		if (fs->ctx_busy[i])
 			continue;
 		c = atomic_load_explicit(&h->ctx[i].claim, memory_order_acquire);
@@ -620,14 +639,44 @@ int ctx_acquire(struct daxfs *fs)
 		break;
 	}
 	pthread_mutex_unlock(&fs->lock);
+	/* A trim holds a context for a moment only: not a reason to fail. */
+	if (got == -EAGAIN && trimming) {
+		sleep_ms(1);
+		goto again;
+	}
 	return got;
+}
+
+bool ctx_take_idle(struct daxfs *fs, int ctx)
+{
+	struct dfs_host *h = &fs->hosts[fs->slot];
+	bool got = false;
+
+	pthread_mutex_lock(&fs->lock);
+	if (!fs->ctx_busy[ctx] &&
+	    atomic_load_explicit(&h->ctx[ctx].claim, memory_order_acquire) == fs->inc) {
+		fs->ctx_busy[ctx] = true;
+		fs->ctx_trimming[ctx] = true;
+		got = true;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return got;
+}
+
+void ctx_put(struct daxfs *fs, int ctx)
+{
+	pthread_mutex_lock(&fs->lock);
+	fs->ctx_busy[ctx] = false;
+	fs->ctx_trimming[ctx] = false;
+	pthread_mutex_unlock(&fs->lock);
 }
 
 void ctx_release(struct daxfs *fs, int ctx)
 {
-	pthread_mutex_lock(&fs->lock);
-	fs->ctx_busy[ctx] = false;
-	pthread_mutex_unlock(&fs->lock);
+	/* Chunks others emptied go back while we still hold the context:
+	 * no allocation of ours can be between find and mark in them. */
+	alloc_trim_ctx(fs, ctx);
+	ctx_put(fs, ctx);
 }
 
 void daxfs_read_enter(struct daxfs *fs)

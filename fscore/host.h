@@ -29,7 +29,12 @@ int holds_clear_stale(struct daxfs *fs);
 uint64_t host_beats(struct daxfs *fs, int slot, uint32_t inc);
 /* Claim one of this host's allocation contexts; -EAGAIN if all busy. */
 int ctx_acquire(struct daxfs *fs);
+/* Put a context down; its entirely free chunks go back (alloc_trim_ctx). */
 void ctx_release(struct daxfs *fs, int ctx);
+/* Take context ctx if this incarnation has it and no thread of this
+ * process uses it now; ctx_put gives it back untouched. */
+bool ctx_take_idle(struct daxfs *fs, int ctx);
+void ctx_put(struct daxfs *fs, int ctx);
 /* Wait until no attached process may still use offsets retired before
  * this call.  -ETIMEDOUT after timeout_ms. */
 int epoch_synchronize(struct daxfs *fs, uint32_t timeout_ms);

@@ -28,6 +28,14 @@ struct alloc_ctx {
 	bool loaded;
 };
 
+/* When this process first saw a chunk carry a given ORPHAN owner word
+ * (the word names the reaped incarnation, so a chunk orphaned again later
+ * starts a new watch). */
+struct orphan_watch {
+	uint64_t word;
+	uint64_t since_ms;
+};
+
 struct host_obs {
 	uint64_t owner;		/* owner word when last sampled */
 	uint64_t beats;		/* sum of heartbeats when last changed */
@@ -41,7 +49,8 @@ struct host_obs {
 };
 
 /* Process-local state of one attached region.  Everything here is owned by
- * this process; fs->lock guards ctx_busy, holds[] and obs[]. */
+ * this process; fs->lock guards ctx_busy, ctx_trimming, holds[], obs[] and
+ * orphan_seen. */
 struct daxfs {
 	uint8_t *base;		/* superblock address */
 	uint64_t size;
@@ -69,8 +78,9 @@ struct daxfs {
 
 	pthread_mutex_t lock;
 	bool ctx_busy[DFS_CTX_PER_HOST];
+	bool ctx_trimming[DFS_CTX_PER_HOST];	/* busy for daxfs_alloc_trim */
 	struct alloc_ctx actx[DFS_CTX_PER_HOST][2];	/* [ctx][meta, data] */
-	uint64_t *orphan_seen[2];	/* when we first saw a chunk ORPHAN */
+	struct orphan_watch *orphan_seen[2];	/* per chunk, under lock */
 	uint64_t *prefaulted[2];	/* bit per chunk: mapped in by chunk_claim */
 	struct hold *holds;		/* layers this process holds */
 	struct host_obs obs[DFS_MAX_HOSTS];

@@ -427,7 +427,7 @@ def watermark_eviction(w, region):
     hosts = jctl(a, 'hosts')['hosts']
     me = [h for h in hosts if h['name'] == a.name]
     case('hosts_lists_holds_and_liveness', me and me[0]['layers_held'] >= 2 and
-         all('seen_alive_ms' in h and 'layers_held' in h for h in hosts) and
+         all('heartbeat_age_ms' in h and 'layers_held' in h for h in hosts) and
          {a.name, b.name, c.name} <= {h['name'] for h in hosts}, hosts)
     a.run('umount', mdir)
 

@@ -363,6 +363,79 @@ TEST(max_hosts_and_reuse)
 	daxfs_close(off);
 }
 
+/* The age of a peer's heartbeat on an observer's clock: it grows while
+ * the peer is stopped and starts again from 0 when the peer beats. */
+TEST(heartbeat_age)
+{
+	struct daxfs *a, *b;
+	struct daxfs_err err;
+	struct daxfs_host_info ia, ib;
+	uint64_t age1;
+	int bslot;
+
+	unlink(path);
+	CHECK_RC(tu_mkfs(path, 32 << 20, 4), 0);
+	CHECK_RC(open_region(&a), 0);
+	CHECK_RC(attach_as(a, 1, DAXFS_PROC_DAEMON, &err), 0);
+	CHECK_RC(open_region(&b), 0);
+	CHECK_RC(attach_as(b, 2, DAXFS_PROC_DAEMON, &err), 0);
+	bslot = daxfs_host_slot(b);
+	/* Neither beats on its own here: b's heartbeat is driven by hand. */
+	CHECK(liveness(a, bslot, &ib) == DAXFS_HOST_SUSPECT);
+	sleep_ms(30);
+	CHECK(liveness(a, bslot, &ib) != DAXFS_HOST_UNUSED);
+	age1 = ib.heartbeat_age_ms;
+	CHECK(age1 >= 30);
+	sleep_ms(30);
+	CHECK(liveness(a, bslot, &ib) != DAXFS_HOST_UNUSED);
+	CHECK(ib.heartbeat_age_ms >= age1 + 30);
+	/* It moves: the age starts over. */
+	daxfs_heartbeat(b);
+	CHECK(liveness(a, bslot, &ib) == DAXFS_HOST_ALIVE);
+	CHECK(ib.heartbeat_age_ms == 0);
+	/* An observer's own slot. */
+	CHECK(liveness(a, daxfs_host_slot(a), &ia) == DAXFS_HOST_ALIVE);
+	CHECK(ia.heartbeat_age_ms == 0);
+	daxfs_close(b);
+	daxfs_close(a);
+}
+
+/* A view joining its host without a name keeps the daemon's label; one
+ * that gives a name sets it. */
+TEST(view_join_keeps_name)
+{
+	struct daxfs *d, *v, *w;
+	struct daxfs_err err;
+	struct daxfs_host_opts h = { .kind = DAXFS_PROC_VIEW, .name = NULL };
+	struct daxfs_host_info i;
+
+	unlink(path);
+	CHECK_RC(tu_mkfs(path, 32 << 20, 4), 0);
+	CHECK_RC(open_region(&d), 0);
+	CHECK_RC(attach_as(d, 1, DAXFS_PROC_DAEMON, &err), 0);
+	h.uuid[0] = 0xda;
+	h.uuid[15] = 1;
+	CHECK_RC(open_region(&v), 0);
+	memset(&err, 0, sizeof(err));
+	CHECK_RC(daxfs_host_attach(v, &h, &err), 0);
+	CHECK(liveness(d, daxfs_host_slot(d), &i) == DAXFS_HOST_ALIVE);
+	CHECK(strcmp(i.name, "host-test") == 0);
+	h.name = "";
+	CHECK_RC(open_region(&w), 0);
+	CHECK_RC(daxfs_host_attach(w, &h, &err), 0);
+	CHECK(liveness(d, daxfs_host_slot(d), &i) == DAXFS_HOST_ALIVE);
+	CHECK(strcmp(i.name, "host-test") == 0);
+	daxfs_close(w);
+	h.name = "renamed";
+	CHECK_RC(open_region(&w), 0);
+	CHECK_RC(daxfs_host_attach(w, &h, &err), 0);
+	CHECK(liveness(d, daxfs_host_slot(d), &i) == DAXFS_HOST_ALIVE);
+	CHECK(strcmp(i.name, "renamed") == 0);
+	daxfs_close(w);
+	daxfs_close(v);
+	daxfs_close(d);
+}
+
 CHECK_MAIN_BEGIN("test_host")
 	tu_region_path(path, sizeof(path), "host");
 	RUN(attach);
@@ -370,5 +443,7 @@ CHECK_MAIN_BEGIN("test_host")
 	RUN(killed_daemon_new_incarnation);
 	RUN(liveness_transitions);
 	RUN(max_hosts_and_reuse);
+	RUN(heartbeat_age);
+	RUN(view_join_keeps_name);
 	unlink(path);
 CHECK_MAIN_END
