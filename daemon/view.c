@@ -1060,6 +1060,8 @@ int view_run(struct daxfs *fs, const struct view_opts *o, struct daxfs_err *err)
 	pthread_mutex_init(&v.lock, NULL);
 	vl_scan(&v, &gone);
 	v.se = fuse_session_new(&args, &ops, sizeof(ops), &v);
+	/* Option parsing may have copied the arguments. */
+	fuse_opt_free_args(&args);
 	if (!v.se)
 		return daxfs_err_set(err, -EINVAL, "cannot create the FUSE session");
 	if (fuse_set_signal_handlers(v.se) < 0 ||
