@@ -345,6 +345,27 @@ static int cmd_df(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_stats(int argc, char **argv)
+{
+	struct common c;
+	json_t *r = NULL;
+	int rc = simple(argc, argv, "stats", 0, json_object(), &r, &c);
+
+	if (rc)
+		return rc;
+	if (c.json) {
+		print_json(r);
+	} else {
+		printf("CRI-labelled pulls into the region: %" PRIu64 "\n", jnum(r, "cri_pulls"));
+		printf("CRI fallbacks to containerd's download: %" PRIu64 "\n",
+		       jnum(r, "cri_fallbacks"));
+		printf("failed imports of unpacked snapshots: %" PRIu64 "\n",
+		       jnum(r, "import_failures"));
+	}
+	json_decref(r);
+	return 0;
+}
+
 static int cmd_hosts(int argc, char **argv)
 {
 	struct common c;
@@ -398,6 +419,10 @@ const struct cli_cmd daemon_cmds[] = {
 	{ "df", "[--address SOCK] [--json]",
 	  "Region capacity and use (data and metadata), layers held, pinned and\n"
 	  "reclaimable, and the bytes saved by sharing and dedup.", cmd_df },
+	{ "stats", "[--address SOCK] [--json]",
+	  "Counters of the containerd snapshotter since daxfsd started: CRI-labelled\n"
+	  "pulls into the region, fallbacks to containerd's own download (each also\n"
+	  "logged with its reason), and failed imports of unpacked layers.", cmd_stats },
 	{ "hosts", "[--address SOCK] [--json]",
 	  "Hosts attached to the region: incarnation, liveness, how long ago this\n"
 	  "host saw each one's heartbeat move, and how many layers each holds.", cmd_hosts },

@@ -19,6 +19,9 @@ struct daemon {
 	/* containerd Prepares labelled by CRI: region pulls started for them,
 	 * and those answered by a local snapshot instead (snapshotter). */
 	_Atomic uint64_t cri_pulls, cri_fallbacks;
+	/* Failed imports of unpacked snapshots (the snapshotter's count;
+	 * main.c sets it when the snapshotter is linked in). */
+	uint64_t (*import_failures)(void);
 };
 
 /* The control API methods (methods.c). */

@@ -210,6 +210,7 @@ static int run(struct settings *c, struct daxfs_err *err)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	D.import_failures = snapshotter_import_failures;
 	rc = snapshotter_start(&D, err);
 	if (rc < 0)
 		goto out_api;

@@ -293,7 +293,7 @@ static int m_hosts(void *ctx, struct api_call *call, json_t *params, json_t **re
 	return 0;
 }
 
-/* Counters of the containerd snapshotter's CRI path. */
+/* Counters of the containerd snapshotter: its CRI path and imports. */
 static int m_stats(void *ctx, struct api_call *call, json_t *params, json_t **result,
 		   struct daxfs_err *err)
 {
@@ -302,9 +302,10 @@ static int m_stats(void *ctx, struct api_call *call, json_t *params, json_t **re
 	(void)call;
 	(void)params;
 	(void)err;
-	*result = json_pack("{s:I, s:I}",
+	*result = json_pack("{s:I, s:I, s:I}",
 		"cri_pulls", (json_int_t)atomic_load(&d->cri_pulls),
-		"cri_fallbacks", (json_int_t)atomic_load(&d->cri_fallbacks));
+		"cri_fallbacks", (json_int_t)atomic_load(&d->cri_fallbacks),
+		"import_failures", (json_int_t)(d->import_failures ? d->import_failures() : 0));
 	return 0;
 }
 

@@ -1234,3 +1234,8 @@ void snapshots_close(struct snapshots *ss)
 	pthread_mutex_destroy(&ss->lock);
 	free(ss);
 }
+
+uint64_t snapshots_import_failures(struct snapshots *ss)
+{
+	return ss && ss->imp ? import_failures(ss->imp) : 0;
+}

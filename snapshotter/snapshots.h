@@ -39,4 +39,8 @@ int snapshots_cleanup(struct snapshots *s, struct daxfs_err *err);
  * its context. */
 extern const struct grpc_method snapshots_methods[];
 
+/* Imports of unpacked snapshots that failed since start (their local
+ * copies stay in charge). */
+uint64_t snapshots_import_failures(struct snapshots *ss);
+
 #endif

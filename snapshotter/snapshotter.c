@@ -235,3 +235,8 @@ void snapshotter_stop(void)
 	snapshots_close(snaps);
 	snaps = NULL;
 }
+
+uint64_t snapshotter_import_failures(void)
+{
+	return snapshots_import_failures(snaps);
+}

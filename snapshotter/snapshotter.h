@@ -20,5 +20,7 @@ int snapshotter_start(struct daemon *d, struct daxfs_err *err);
 /* Stop serving (running calls finish first) and close.  Safe to call
  * when not started. */
 void snapshotter_stop(void);
+/* Failed imports of unpacked snapshots since start (0 when not serving). */
+uint64_t snapshotter_import_failures(void);
 
 #endif

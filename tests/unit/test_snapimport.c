@@ -643,6 +643,8 @@ TEST(region_full)
 	snprintf(lower, sizeof(lower), "%s/huge", up);
 	CHECK(exists(lower));
 	CHECK_RC(run("grep -q 'failed (1 failed imports so far)' '%s'%s", logpath, ""), 0);
+	CHECK_RC(run("'%s/daxfsctl' stats --address '%s' | "
+		     "grep -qx 'failed imports of unpacked snapshots: 1'", build, ctl_sock), 0);
 	/* Nothing of the failed layer is left behind. */
 	CHECK_RC(run("'%s/daxfsctl' fsck --live '%s' >/dev/null", build, region), 0);
 }
