@@ -187,6 +187,16 @@ def busybox_entries():
             ('tmp', 'd', None, 0o1777, {})]
 
 
+def manifests(path):
+    """The manifests of an OCI layout, by their ref.name annotation."""
+    idx = json.load(open(os.path.join(path, 'index.json')))
+    out = {}
+    for m in idx['manifests']:
+        blob = open(os.path.join(path, 'blobs', 'sha256', m['digest'][7:]), 'rb').read()
+        out[m['annotations']['org.opencontainers.image.ref.name']] = json.loads(blob)
+    return out
+
+
 def cached_layout(key, build):
     """Build a layout with build(path) once per content key."""
     path = os.path.join(CACHE, key)

@@ -86,16 +86,7 @@ class Daemon:
 
 def view_pid(mnt):
     """The daxfs-view process serving mnt (from its command line)."""
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\0')
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(b'daxfs-view') and mnt.encode() in cmd:
-            return int(pid)
-    return None
+    return pid_of('daxfs-view', mnt)
 
 
 def stop_view(mnt):

@@ -72,15 +72,6 @@ def layout():
     return fixture.cached_layout('lifecycle-' + hashlib.sha256(src).hexdigest()[:16], build)
 
 
-def manifests(path):
-    idx = json.load(open(os.path.join(path, 'index.json')))
-    out = {}
-    for m in idx['manifests']:
-        blob = open(os.path.join(path, 'blobs', 'sha256', m['digest'][7:]), 'rb').read()
-        out[m['annotations']['org.opencontainers.image.ref.name']] = json.loads(blob)
-    return out
-
-
 def jctl(host, *args):
     r = host.ctl(*args, '--json')
     if r.returncode != 0:
@@ -435,7 +426,7 @@ def watermark_eviction(w, region):
 def main():
     lay = layout()
     reg = fixture.Registry(TMP)
-    w = World(reg, manifests(lay))
+    w = World(reg, fixture.manifests(lay))
     try:
         for tag in ('r1', 'r2', 'r3', 'keep', 'drop', 'mnt', 'big', 'x', 'y', 'z', 'w'):
             fixture.push(lay, tag, reg, 'test/lc')

@@ -84,15 +84,6 @@ def Daemon(name):
     return harness.Daemon(name, REGION, CONFIG, ['--retries', '2', '--backoff-ms', '20', '--view', 'external', '--log-level', 'debug'])
 
 
-def manifests(path):
-    idx = json.load(open(os.path.join(path, 'index.json')))
-    out = {}
-    for m in idx['manifests']:
-        blob = open(os.path.join(path, 'blobs', 'sha256', m['digest'][7:]), 'rb').read()
-        out[m['annotations']['org.opencontainers.image.ref.name']] = json.loads(blob)
-    return out
-
-
 def layer_ok(path, diff_hex, tarpath):
     d = subprocess.run([BUILD + '/tests/helper_dump', REGION, '1', diff_hex],
                        capture_output=True, text=True)
@@ -205,7 +196,7 @@ def main():
         for tag in ('1', '2', '3', 'baddiff', 'badtype', 'flaky', 'corrupt', 'cut', 'slow',
                     'amd64', 'arm64'):
             fixture.push(lay, tag, reg, 'test/app')
-        mans = manifests(lay)
+        mans = fixture.manifests(lay)
         index = {'schemaVersion': 2, 'mediaType': 'application/vnd.oci.image.index.v1+json',
                  'manifests': []}
         for m in json.load(open(os.path.join(lay, 'index.json')))['manifests']:
