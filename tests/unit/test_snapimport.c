@@ -7,13 +7,10 @@
  * trusted xattrs, overlay and FUSE mounts). */
 #include <errno.h>
 #include <fcntl.h>
-#include <nghttp2/nghttp2.h>
 #include <signal.h>
 #include <sys/mount.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -24,168 +21,35 @@
 #include "check.h"
 #include "daxfs.h"
 #include "ref.h"
+#include "snapclient.h"
 #include "snapshots.pb-c.h"
 
 #define P(x) Containerd__Services__Snapshots__V1__##x
-#define SVC "/containerd.services.snapshots.v1.Snapshots/"
 #define WAIT_MS 20000
 
 static char tmp[1024], build[1024], region[1100], root[1100], mnt[1200], sock[1100],
 	ctl_sock[1100], logpath[1100];
 static pid_t daemon_pid, view_pid;
 
-/* ---- a one-call gRPC client ---- */
-
-struct call {
-	uint8_t *req;
-	size_t reqlen, sent;
-	uint8_t *body;
-	size_t bodylen;
-	int status;
-	char msg[512];
-	int done, fd;
-};
-
-static ssize_t c_send(nghttp2_session *s, const uint8_t *d, size_t n, int f, void *ud)
-{
-	(void)s;
-	(void)f;
-	return send(((struct call *)ud)->fd, d, n, MSG_NOSIGNAL);
-}
-
-static int c_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
-		    const uint8_t *v, size_t vl, uint8_t fl, void *ud)
-{
-	struct call *c = ud;
-
-	(void)s;
-	(void)f;
-	(void)fl;
-	if (nl == 11 && !memcmp(name, "grpc-status", 11))
-		c->status = atoi((const char *)v);
-	else if (nl == 12 && !memcmp(name, "grpc-message", 12))
-		snprintf(c->msg, sizeof(c->msg), "%.*s", (int)vl, (const char *)v);
-	return 0;
-}
-
-static int c_data(nghttp2_session *s, uint8_t fl, int32_t sid, const uint8_t *d, size_t n,
-		  void *ud)
-{
-	struct call *c = ud;
-	uint8_t *b = realloc(c->body, c->bodylen + n);
-
-	(void)s;
-	(void)fl;
-	(void)sid;
-	if (!b)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	memcpy(b + c->bodylen, d, n);
-	c->body = b;
-	c->bodylen += n;
-	return 0;
-}
-
-static int c_close(nghttp2_session *s, int32_t sid, uint32_t code, void *ud)
-{
-	(void)s;
-	(void)sid;
-	(void)code;
-	((struct call *)ud)->done = 1;
-	return 0;
-}
-
-static ssize_t c_body(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
-		      uint32_t *flags, nghttp2_data_source *src, void *ud)
-{
-	struct call *c = src->ptr;
-	size_t n = c->reqlen - c->sent < len ? c->reqlen - c->sent : len;
-
-	(void)s;
-	(void)sid;
-	(void)ud;
-	memcpy(buf, c->req + c->sent, n);
-	c->sent += n;
-	if (c->sent == c->reqlen)
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
-	return (ssize_t)n;
-}
-
-#define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), 0 }
+/* ---- gRPC calls ---- */
 
 /* Call method with req; the grpc status (0 OK), or -1 if the call could
- * not be made.  *resp gets the reply unpacked with rd (if non-NULL). */
+ * not be made or gave no status.  *resp gets the reply unpacked with rd
+ * (if non-NULL). */
 static int call(const char *method, const ProtobufCMessage *req,
-		const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp, char *msg,
-		size_t msglen)
+		const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct call c = { 0 };
-	nghttp2_session_callbacks *cb;
-	nghttp2_session *s;
-	char path[256];
-	size_t n = protobuf_c_message_get_packed_size(req);
-	int rc = 0;
+	struct snapclient_call c = { 0 };
+	int rc = snapclient_call(sock, method, req, &c);
+	int status = c.status[0] ? atoi(c.status) : -1;
 
-	snprintf(path, sizeof(path), SVC "%s", method);
-	if (strlen(sock) >= sizeof(sa.sun_path))
-		return -1;
-	memcpy(sa.sun_path, sock, strlen(sock) + 1);
-	c.status = -1;
-	c.req = malloc(n + 5);
-	c.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (!c.req || c.fd < 0 || connect(c.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		free(c.req);
-		if (c.fd >= 0)
-			close(c.fd);
-		return -1;
-	}
-	c.req[0] = 0;
-	c.req[1] = (uint8_t)(n >> 24);
-	c.req[2] = (uint8_t)(n >> 16);
-	c.req[3] = (uint8_t)(n >> 8);
-	c.req[4] = (uint8_t)n;
-	protobuf_c_message_pack(req, c.req + 5);
-	c.reqlen = n + 5;
-	nghttp2_session_callbacks_new(&cb);
-	nghttp2_session_callbacks_set_send_callback(cb, c_send);
-	nghttp2_session_callbacks_set_on_header_callback(cb, c_header);
-	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, c_data);
-	nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_close);
-	nghttp2_session_client_new(&s, cb, &c);
-	nghttp2_session_callbacks_del(cb);
-	nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, NULL, 0);
-	{
-		nghttp2_nv h[] = { NV(":method", "POST"), NV(":scheme", "http"),
-				   NV(":path", path), NV(":authority", "localhost"),
-				   NV("content-type", "application/grpc"), NV("te", "trailers") };
-		nghttp2_data_provider body = { .source.ptr = &c, .read_callback = c_body };
-
-		if (nghttp2_submit_request(s, NULL, h, 6, &body, &c) < 0)
-			rc = -1;
-	}
-	while (rc == 0 && !c.done) {
-		uint8_t buf[16384];
-		ssize_t got;
-
-		if (nghttp2_session_send(s) != 0)
-			rc = -1;
-		got = rc ? 0 : recv(c.fd, buf, sizeof(buf), 0);
-		if (got <= 0 || nghttp2_session_mem_recv(s, buf, (size_t)got) < 0)
-			rc = -1;
-	}
-	nghttp2_session_del(s);
-	close(c.fd);
-	free(c.req);
-	if (msg)
-		snprintf(msg, msglen, "%s", c.msg);
-	if (rc == 0 && c.status == 0 && rd && resp) {
-		*resp = c.bodylen >= 5 ? protobuf_c_message_unpack(rd, NULL, c.bodylen - 5,
-								    c.body + 5) : NULL;
+	if (rc == 0 && status == 0 && rd && resp) {
+		*resp = snapclient_unpack(&c, rd);
 		if (!*resp)
 			rc = -1;
 	}
-	free(c.body);
-	return rc < 0 ? -1 : c.status;
+	snapclient_call_free(&c);
+	return rc < 0 ? -1 : status;
 }
 
 /* ---- the Snapshots methods the test uses ---- */
@@ -213,7 +77,7 @@ static int prepare(const char *key, const char *parent, const char *ref, int vie
 	/* View's request has the same fields as Prepare's. */
 	st = call(view ? "View" : "Prepare", &q.base,
 		  &containerd__services__snapshots__v1__prepare_snapshot_response__descriptor,
-		  (ProtobufCMessage **)&r, NULL, 0);
+		  (ProtobufCMessage **)&r);
 	if (opts)
 		opts[0] = 0;
 	if (st == 0 && r && r->n_mounts == 1 && opts) {
@@ -242,7 +106,7 @@ static int commit(const char *name, const char *key, const char *ref)
 		q.n_labels = 1;
 		q.labels = labs;
 	}
-	return call("Commit", &q.base, NULL, NULL, NULL, 0);
+	return call("Commit", &q.base, NULL, NULL);
 }
 
 static int remove_snap(const char *key)
@@ -250,7 +114,7 @@ static int remove_snap(const char *key)
 	P(RemoveSnapshotRequest) q = CONTAINERD__SERVICES__SNAPSHOTS__V1__REMOVE_SNAPSHOT_REQUEST__INIT;
 
 	q.key = (char *)key;
-	return call("Remove", &q.base, NULL, NULL, NULL, 0);
+	return call("Remove", &q.base, NULL, NULL);
 }
 
 /* The value of label k of snapshot key ("" if none); -1 if Stat fails. */
@@ -263,7 +127,7 @@ static int stat_label(const char *key, const char *k, char *out, size_t len)
 	q.key = (char *)key;
 	st = call("Stat", &q.base,
 		  &containerd__services__snapshots__v1__stat_snapshot_response__descriptor,
-		  (ProtobufCMessage **)&r, NULL, 0);
+		  (ProtobufCMessage **)&r);
 	out[0] = 0;
 	if (st != 0 || !r || !r->info)
 		st = -1;
