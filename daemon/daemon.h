@@ -32,6 +32,12 @@ extern const struct api_method daemon_methods[];
 int pull_image(struct daemon *d, const char *ref, const char *platform, int pin,
 	       struct api_call *call, json_t **result, struct daxfs_err *err);
 
+/* Evict unheld layers if free data or metadata is below the low
+ * watermark or below need_data (a rough need of the write to come).  With
+ * more (after ENOSPC), evict whatever the gc-target wants reach; -ENOSPC
+ * with the region-full message if nothing could be freed (pull.c). */
+int region_make_room(struct daemon *d, uint64_t need_data, int more, struct daxfs_err *err);
+
 /* Layer diff_id is being unpacked (by another host, or another pull of
  * ours): wait while that goes on, reaping its host if it dies (then the
  * layer can be claimed again).  0 once the layer is no longer UNPACKING

@@ -197,21 +197,16 @@ static void gc_logged(const struct daxfs_layer_info *li, void *arg)
 		 (unsigned long long)li->unpacked_bytes);
 }
 
-/* Evict unheld layers if free data or metadata is below the low
- * watermark or below need_data (a rough need: twice the compressed
- * size).  With more (after ENOSPC), evict whatever the wants reach
- * regardless; -ENOSPC with the region-full message if nothing could be
- * freed. */
-static int make_room(struct pull *p, uint64_t need_data, int more, struct daxfs_err *err)
+int region_make_room(struct daemon *d, uint64_t need_data, int more, struct daxfs_err *err)
 {
-	const struct settings *c = p->d->cfg;
+	const struct settings *c = d->cfg;
 	struct daxfs_gc_opts o = { .report = gc_logged };
 	struct daxfs_gc_result r = { 0 };
 	struct daxfs_usage u;
 	uint64_t dfree, mfree;
 	int rc;
 
-	if (daxfs_usage(p->d->fs, &u) < 0)
+	if (daxfs_usage(d->fs, &u) < 0)
 		return 0;	/* nothing to judge by: let the unpack tell */
 	dfree = u.data_total - u.data_used;
 	mfree = u.meta_total - u.meta_used;
@@ -225,7 +220,7 @@ static int make_room(struct pull *p, uint64_t need_data, int more, struct daxfs_
 		o.want_meta = mfree + max64(o.want_meta, pct(u.meta_total, 1));
 	}
 	pthread_mutex_lock(&gc_lock);
-	rc = daxfs_gc(p->d->fs, &o, &r, err);
+	rc = daxfs_gc(d->fs, &o, &r, err);
 	pthread_mutex_unlock(&gc_lock);
 	if (rc < 0)
 		return daxfs_err_prefix(err, "evicting unheld layers");
@@ -234,7 +229,7 @@ static int make_room(struct pull *p, uint64_t need_data, int more, struct daxfs_
 			 (unsigned long long)r.evicted, (unsigned long long)r.data_freed,
 			 (unsigned long long)r.meta_freed);
 	if (more && !r.evicted)
-		return daxfs_gc_full_error(p->d->fs, &r, err);
+		return daxfs_gc_full_error(d->fs, &r, err);
 	return 0;
 }
 
@@ -243,7 +238,7 @@ static int make_room(struct pull *p, uint64_t need_data, int more, struct daxfs_
 static int fetch(struct pull *p, size_t i, struct daxfs_err *err)
 {
 	uint64_t need = 2 * p->layers[i].desc.size;
-	int rc = make_room(p, need, 0, err);
+	int rc = region_make_room(p->d, need, 0, err);
 
 	if (rc < 0)
 		return rc;
@@ -252,13 +247,13 @@ static int fetch(struct pull *p, size_t i, struct daxfs_err *err)
 		return rc;
 	log_info("layer %zu: region full, evicting and trying again", i);
 	memset(err, 0, sizeof(*err));
-	rc = make_room(p, need, 1, err);
+	rc = region_make_room(p->d, need, 1, err);
 	if (rc < 0)
 		return rc;
 	rc = fetch_once(p, i, err);
 	if (rc == -ENOSPC) {
 		memset(err, 0, sizeof(*err));
-		rc = make_room(p, need, 1, err);
+		rc = region_make_room(p->d, need, 1, err);
 		if (rc == 0)
 			rc = daxfs_err_set(err, -ENOSPC,
 					   "region full: layer %zu did not fit after evicting", i);

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "import.h"
 #include "log.h"
 #include "pins.h"
@@ -60,6 +61,7 @@ static const char import_schema[] =
 
 struct importer {
 	struct store *store;
+	struct daemon *d;	/* NULL without a region */
 	struct daxfs *fs;
 	struct pins *pins;	/* snapshots.c's region holds; NULL without a region */
 	char base[4096];
@@ -623,6 +625,25 @@ static int view_dir(struct importer *im, const uint8_t key[32], char *out, size_
 	return 0;
 }
 
+/* Build the layer, making room first as a pull does: evict unheld layers
+ * below the low watermark, and once more after the region filled up (the
+ * failed build was rolled back); with nothing to evict, the region-full
+ * error names what holds the space. */
+static int build_with_room(struct importer *im, const uint8_t key[32], const char *dir,
+			   struct daxfs_err *err)
+{
+	int rc = region_make_room(im->d, 0, 0, err);
+
+	if (rc < 0)
+		return rc;
+	rc = build_layer(im, key, dir, err);
+	if (rc != -ENOSPC)
+		return rc;
+	memset(err, 0, sizeof(*err));
+	rc = region_make_room(im->d, 0, 1, err);
+	return rc < 0 ? rc : build_layer(im, key, dir, err);
+}
+
 /* Import j: 0 done, -EAGAIN to retry later, other -errno failed. */
 static int run_job(struct importer *im, const struct job *j, uint8_t key[32], char *dir,
 		   size_t len, struct daxfs_err *err)
@@ -631,7 +652,7 @@ static int run_job(struct importer *im, const struct job *j, uint8_t key[32], ch
 	int rc;
 
 	layer_key(im, j, key, &ci.depth);
-	rc = build_layer(im, key, j->dir, err);
+	rc = build_with_room(im, key, j->dir, err);
 	if (rc == -EBUSY || rc == -ECANCELED)
 		return -EAGAIN;	/* another host builds it, or we stop */
 	/* -EEXIST: READY already (another host won, or our previous run
@@ -822,7 +843,7 @@ uint64_t import_failures(const struct importer *im)
 					 memory_order_relaxed) : 0;
 }
 
-int import_open(struct store *store, struct daxfs *fs, struct pins *pins, const char *base,
+int import_open(struct store *store, struct daemon *d, struct pins *pins, const char *base,
 		const char *view, struct importer **out, struct daxfs_err *err)
 {
 	struct importer *im = calloc(1, sizeof(*im));
@@ -833,7 +854,8 @@ int import_open(struct store *store, struct daxfs *fs, struct pins *pins, const 
 	if (!im)
 		return daxfs_err_set(err, -ENOMEM, "out of memory");
 	im->store = store;
-	im->fs = fs;
+	im->d = d;
+	im->fs = d ? d->fs : NULL;
 	im->pins = pins;
 	snprintf(im->base, sizeof(im->base), "%s", base);
 	snprintf(im->view, sizeof(im->view), "%s", view);
@@ -852,7 +874,7 @@ int import_open(struct store *store, struct daxfs *fs, struct pins *pins, const 
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&im->wake, &ca);
 	pthread_condattr_destroy(&ca);
-	if (fs) {
+	if (im->fs) {
 		rc = pthread_create(&im->thread, NULL, import_main, im);
 		if (rc) {
 			import_close(im);

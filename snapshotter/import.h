@@ -33,11 +33,15 @@
 
 struct importer;
 
-/* Create the tables; with fs, start the thread (which first resumes what
- * a previous run left pending).  An imported layer is held through pins
- * (snapshots.c's holds) and named in the snapshot's record, so Remove
- * releases it.  base is ROOT/snapshots, view the view's mount point. */
-int import_open(struct store *store, struct daxfs *fs, struct pins *pins,
+struct daemon;
+
+/* Create the tables; with d (a daemon with a region), start the thread
+ * (which first resumes what a previous run left pending).  The thread
+ * makes room in the region as pulls do.  An imported layer is held
+ * through pins (snapshots.c's holds) and named in the snapshot's record,
+ * so Remove releases it.  base is ROOT/snapshots, view the view's mount
+ * point. */
+int import_open(struct store *store, struct daemon *d, struct pins *pins,
 		const char *base, const char *view, struct importer **out,
 		struct daxfs_err *err);
 void import_close(struct importer *im);

@@ -1211,7 +1211,7 @@ int snapshots_open(const char *root, const char *view, struct daemon *d,
 		if (rc < 0)
 			goto fail;
 	}
-	rc = import_open(ss->store, d ? d->fs : NULL, ss->pins, ss->base, ss->view, &ss->imp,
+	rc = import_open(ss->store, d, ss->pins, ss->base, ss->view, &ss->imp,
 			 err);
 	if (rc < 0)
 		goto fail;

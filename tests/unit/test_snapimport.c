@@ -487,6 +487,69 @@ TEST(other_commit_stays_local)
 
 /* A layer the region has no room for: the local copy stays and serves,
  * the failure is reported and counted. */
+/* A READY layer no host holds, built by another host that then leaves. */
+static void filler_layer(uint8_t id[32], size_t len)
+{
+	struct daxfs_open_opts o = { .path = region, .lease_ms = 1000 };
+	struct daxfs_host_opts h = { .uuid = { 0xf1, 2 }, .name = "filler",
+				     .kind = DAXFS_PROC_DAEMON };
+	struct daxfs_entry e = { .path = "blob", .mode = S_IFREG | 0644, .size = len };
+	struct daxfs_layer_builder *b;
+	uint64_t *buf = malloc(len), serial;
+	struct daxfs *fs;
+
+	CHECK(buf != NULL);
+	for (size_t k = 0; k < len / 8; k++)
+		buf[k] = k * 0x9e3779b97f4a7c15ull + 7;
+	memset(id, 0xf1, 32);
+	CHECK_RC(daxfs_open(&o, &fs, NULL), 0);
+	CHECK_RC(daxfs_host_attach(fs, &h, NULL), 0);
+	CHECK_RC(daxfs_heartbeat_start(fs), 0);	/* daxfsd reaps silent hosts */
+	CHECK_RC(daxfs_layer_build(fs, id, &b, NULL), 0);
+	CHECK_RC(daxfs_builder_add(b, &e, NULL), 0);
+	CHECK_RC(daxfs_builder_write(b, buf, len, NULL), 0);
+	CHECK_RC(daxfs_builder_publish(b, &serial, NULL), 0);
+	daxfs_close(fs);
+	free(buf);
+}
+
+/* An import that only fits once an unheld layer goes: daxfsd evicts it,
+ * as a pull would, and the import succeeds. */
+TEST(import_makes_room)
+{
+	char key[200], name[200], c[72], opts[8192], up[1200];
+	struct daxfs_open_opts o = { .path = region, .readonly = 1 };
+	struct daxfs_layer_info li;
+	uint8_t filler[32];
+	struct daxfs *fs;
+
+	struct daxfs_usage u;
+	size_t free_mib;
+
+	/* Sized from the free space: the filler takes three quarters, the
+	 * import needs half, so it fits only once the filler is gone. */
+	CHECK_RC(daxfs_open(&o, &fs, NULL), 0);
+	CHECK_RC(daxfs_usage(fs, &u), 0);
+	daxfs_close(fs);
+	free_mib = (u.data_total - u.data_used) >> 20;
+	CHECK(free_mib >= 8);
+	filler_layer(filler, (free_mib * 3 / 4) << 20);
+	if (check_failed)
+		return;
+	chain(c, 4);
+	snprintf(key, sizeof(key), "default/30/extract-30 %s", c);
+	snprintf(name, sizeof(name), "default/31/%s", c);
+	CHECK_RC(prepare(key, "", c, 0, opts, sizeof(opts)), 0);
+	option(opts, "source=", up, sizeof(up));
+	CHECK_RC(put_random(up, "big", (free_mib / 2) << 20, 30), 0);
+	CHECK_RC(commit(name, key, c), 0);
+	CHECK_RC(wait_state(name, "ready"), 0);
+	CHECK_RC(daxfs_open(&o, &fs, NULL), 0);
+	CHECK(daxfs_layer_info(fs, filler, &li, NULL) < 0 || li.state != 2 /* READY */);
+	daxfs_close(fs);
+	CHECK_RC(run("grep -q 'evicted 1 layers' '%s'%s", logpath, ""), 0);
+}
+
 TEST(region_full)
 {
 	char key[200], name[200], c[72], opts[8192], up[1200], v[1024], lower[4200];
@@ -603,6 +666,7 @@ CHECK_MAIN_BEGIN("test_snapimport")
 	RUN(import_layer);
 	RUN(other_commit_stays_local);
 	RUN(kill_mid_import);
+	RUN(import_makes_room);
 	RUN(region_full);	/* last: the failed layer's space is not reused at once */
 	kill_daemon(SIGTERM);
 	stop_view();
