@@ -193,7 +193,7 @@ static int cmd_images(int argc, char **argv)
 
 			snprintf(n, sizeof(n), "%" PRIu64 "/%" PRIu64, jnum(im, "layers_present"),
 				 jnum(im, "layers"));
-			printf("%-50s %.19s %-9s %s\n", jstr(im, "ref"), jstr(im, "manifest"), n,
+			printf("%-50s %-20.19s %-9s %s\n", jstr(im, "ref"), jstr(im, "manifest"), n,
 			       json_is_true(json_object_get(im, "pinned")) ? "yes" : "no");
 		}
 	}
@@ -336,9 +336,9 @@ static int cmd_df(int argc, char **argv)
 	human(jnum(r, "held_bytes"), hb, sizeof(hb));
 	human(jnum(r, "reclaimable_bytes"), rb, sizeof(rb));
 	printf("data:     %s used of %s\nmetadata: %s used of %s\n", a, b, m1, m2);
-	printf("layers:   %" PRIu64 " ready: %" PRIu64 " held (%s unpacked), %" PRIu64
-	       " pinned; %s unpacked reclaimable\n", jnum(r, "layers_ready"),
-	       jnum(r, "layers_held"), hb, jnum(r, "layers_pinned"), rb);
+	printf("layers:   %" PRIu64 " ready: %" PRIu64 " held, %" PRIu64 " pinned (%s unpacked "
+	       "kept); %s unpacked reclaimable\n", jnum(r, "layers_ready"),
+	       jnum(r, "layers_held"), jnum(r, "layers_pinned"), hb, rb);
 	printf("contents: %" PRIu64 " distinct, %s\n", jnum(r, "contents"), cb);
 	printf("saved by sharing and dedup: %s\n", sv);
 	json_decref(r);

@@ -44,7 +44,8 @@ static int usage(int code)
 	for (int g = 0; groups[g]; g++)
 		for (const struct cli_cmd *c = groups[g]; c->name; c++)
 			fprintf(out, "  %-7s %s\n", c->name, c->usage);
-	fprintf(out, "\n'daxfsctl COMMAND --help' describes a command.\n");
+	fprintf(out, "\n'daxfsctl COMMAND --help' describes a command.  Commands that talk to\n"
+		"daxfsd use --address SOCK, else $DAXFS_ADDRESS, else /run/daxfs/daxfsd.sock.\n");
 	return code;
 }
 

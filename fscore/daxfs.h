@@ -105,7 +105,8 @@ int daxfs_host_attach(struct daxfs *fs, const struct daxfs_host_opts *o,
 		      struct daxfs_err *err);
 /* Bump this process's heartbeat; call more often than lease_ms / 2. */
 void daxfs_heartbeat(struct daxfs *fs);
-/* Start/stop a thread that heartbeats every lease_ms / 4. */
+/* Start/stop a thread that heartbeats every lease_ms / 4, at most
+ * 200 ms apart. */
 int daxfs_heartbeat_start(struct daxfs *fs);
 void daxfs_heartbeat_stop(struct daxfs *fs);
 /* 0 while this process's incarnation still owns its slot, -ESTALE once

@@ -502,7 +502,13 @@ void daxfs_heartbeat(struct daxfs *fs)
 static void *heartbeat_main(void *arg)
 {
 	struct daxfs *fs = arg;
-	uint32_t step = fs->lease_ms / 4 ? fs->lease_ms / 4 : 1;
+	/* A quarter of the lease, and at most 200 ms: a beat is one relaxed
+	 * add, and a tool sampling for half a second (daxfsctl info) then
+	 * sees every live host's heartbeat move. */
+	uint32_t step = fs->lease_ms / 4 < 200 ? fs->lease_ms / 4 : 200;
+
+	if (!step)
+		step = 1;
 
 	while (atomic_load_explicit(&fs->hb_run, memory_order_acquire)) {
 		daxfs_heartbeat(fs);
