@@ -640,26 +640,38 @@ static int create(struct snapshots *ss, int kind, const char *key, const char *p
 	return create_local(ss, key, parent, ni, m, err);
 }
 
+/* Prepare and View: requests and answers of the same shape in different
+ * protobuf types; rc and err carry the outcome of reading the labels. */
+static int create_reply(void *ctx, int kind, const char *key, const char *parent,
+			struct snap_info *ni, int rc, struct daxfs_err *err,
+			ProtobufCMessage *resp, size_t *n_mounts, Mount ***mounts,
+			struct grpc_reply *r)
+{
+	struct mount_msg m;
+
+	if (rc == 0)
+		rc = create(ctx, kind, key, parent, ni, &m, err);
+	snap_info_free(ni);
+	if (rc < 0)
+		return fail(r, rc, err);
+	*n_mounts = 1;
+	*mounts = &m.ptr;
+	rc = reply(r, resp);
+	mount_msg_free(&m);
+	return rc;
+}
+
 static int h_prepare(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r)
 {
 	const P(PrepareSnapshotRequest) *q = (const void *)msg;
 	P(PrepareSnapshotResponse) resp = CONTAINERD__SERVICES__SNAPSHOTS__V1__PREPARE_SNAPSHOT_RESPONSE__INIT;
 	struct daxfs_err err = { 0 };
 	struct snap_info ni = { 0 };
-	struct mount_msg m;
 	int rc = 0;
 
 	LABELS_FROM(&ni, q, rc, &err);
-	if (rc == 0)
-		rc = create(ctx, SNAP_ACTIVE, q->key, q->parent, &ni, &m, &err);
-	snap_info_free(&ni);
-	if (rc < 0)
-		return fail(r, rc, &err);
-	resp.n_mounts = 1;
-	resp.mounts = &m.ptr;
-	rc = reply(r, &resp.base);
-	mount_msg_free(&m);
-	return rc;
+	return create_reply(ctx, SNAP_ACTIVE, q->key, q->parent, &ni, rc, &err, &resp.base,
+			    &resp.n_mounts, &resp.mounts, r);
 }
 
 static int h_view(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r)
@@ -668,20 +680,11 @@ static int h_view(void *ctx, const ProtobufCMessage *msg, struct grpc_reply *r)
 	P(ViewSnapshotResponse) resp = CONTAINERD__SERVICES__SNAPSHOTS__V1__VIEW_SNAPSHOT_RESPONSE__INIT;
 	struct daxfs_err err = { 0 };
 	struct snap_info ni = { 0 };
-	struct mount_msg m;
 	int rc = 0;
 
 	LABELS_FROM(&ni, q, rc, &err);
-	if (rc == 0)
-		rc = create(ctx, SNAP_VIEW, q->key, q->parent, &ni, &m, &err);
-	snap_info_free(&ni);
-	if (rc < 0)
-		return fail(r, rc, &err);
-	resp.n_mounts = 1;
-	resp.mounts = &m.ptr;
-	rc = reply(r, &resp.base);
-	mount_msg_free(&m);
-	return rc;
+	return create_reply(ctx, SNAP_VIEW, q->key, q->parent, &ni, rc, &err, &resp.base,
+			    &resp.n_mounts, &resp.mounts, r);
 }
 
 /* ---- Mounts, Stat, Usage ---- */
