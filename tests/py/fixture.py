@@ -68,28 +68,33 @@ class Registry:
         self.logf.close()
 
 
+def tar_add(tf, name, kind, data, mode, extra):
+    """One entry: kind f (data is the content), d, l or h (data is the
+    link target), c, b or p; extra may set mtime, uid, gid, pax, dev."""
+    ti = tarfile.TarInfo(name)
+    ti.mode = mode
+    ti.mtime = extra.get('mtime', 1700000000)
+    ti.uid = extra.get('uid', 0)
+    ti.gid = extra.get('gid', 0)
+    if 'pax' in extra:
+        ti.pax_headers = extra['pax']
+    if kind == 'f':
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+        return
+    ti.type = {'d': tarfile.DIRTYPE, 'l': tarfile.SYMTYPE, 'h': tarfile.LNKTYPE,
+               'c': tarfile.CHRTYPE, 'b': tarfile.BLKTYPE, 'p': tarfile.FIFOTYPE}[kind]
+    ti.linkname = data or ''
+    ti.devmajor, ti.devminor = extra.get('dev', (0, 0))
+    tf.addfile(ti)
+
+
 def tar_bytes(entries):
     """entries: list of (name, kind, data/link, mode, extra dict)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT) as tf:
         for name, kind, data, mode, extra in entries:
-            ti = tarfile.TarInfo(name)
-            ti.mode = mode
-            ti.mtime = extra.get('mtime', 1700000000)
-            ti.uid = extra.get('uid', 0)
-            ti.gid = extra.get('gid', 0)
-            if 'pax' in extra:
-                ti.pax_headers = extra['pax']
-            if kind == 'f':
-                ti.size = len(data)
-                tf.addfile(ti, io.BytesIO(data))
-                continue
-            ti.type = {'d': tarfile.DIRTYPE, 'l': tarfile.SYMTYPE, 'h': tarfile.LNKTYPE,
-                       'c': tarfile.CHRTYPE, 'b': tarfile.BLKTYPE,
-                       'p': tarfile.FIFOTYPE}[kind]
-            ti.linkname = data or ''
-            ti.devmajor, ti.devminor = extra.get('dev', (0, 0))
-            tf.addfile(ti)
+            tar_add(tf, name, kind, data, mode, extra)
     return buf.getvalue()
 
 

@@ -9,6 +9,7 @@ import sys
 import tarfile
 
 sys.path.insert(0, os.path.dirname(__file__))
+import fixture  # noqa: E402
 import layertar  # noqa: E402
 
 BUILD = os.environ['DAXFS_BUILD']
@@ -31,22 +32,7 @@ def case(name, ok, detail=''):
 
 
 def add(tf, name, kind='f', data=b'', mode=0o644, **kw):
-    ti = tarfile.TarInfo(name)
-    ti.mode = mode
-    ti.uid = kw.get('uid', 0)
-    ti.gid = kw.get('gid', 0)
-    ti.mtime = kw.get('mtime', 1700000000)
-    if 'pax' in kw:
-        ti.pax_headers = kw['pax']
-    if kind == 'f':
-        ti.size = len(data)
-        tf.addfile(ti, io.BytesIO(data))
-        return
-    ti.type = {'d': tarfile.DIRTYPE, 'l': tarfile.SYMTYPE, 'h': tarfile.LNKTYPE,
-               'c': tarfile.CHRTYPE, 'b': tarfile.BLKTYPE, 'p': tarfile.FIFOTYPE}[kind]
-    ti.linkname = kw.get('link', '')
-    ti.devmajor, ti.devminor = kw.get('dev', (0, 0))
-    tf.addfile(ti)
+    fixture.tar_add(tf, name, kind, data if kind == 'f' else kw.get('link', ''), mode, kw)
 
 
 def make_tar(build):
