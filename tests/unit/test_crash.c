@@ -208,11 +208,19 @@ static int wait_liveness(struct daxfs *fs, int id, enum daxfs_liveness want,
 	double end = now_s() + timeout_ms / 1000.0;
 	struct daxfs_host_info hi;
 
+	int rc;
+
 	do {
-		if (host_info(fs, id, &hi) == 0 && hi.liveness == want)
+		rc = host_info(fs, id, &hi);
+		if (rc == 0 && hi.liveness == want)
 			return 0;
 		sleep_ms(2);
 	} while (now_s() < end);
+	if (rc < 0)
+		fprintf(stderr, "host %d: no slot of its uuid\n", id);
+	else
+		fprintf(stderr, "host %d: liveness %d, incarnation %u, %d procs\n", id,
+			(int)hi.liveness, hi.incarnation, hi.nprocs);
 	return -ETIMEDOUT;
 }
 
@@ -554,6 +562,7 @@ TEST(baseline)
  * for a failpoint crash (long runs only: the timing is not repeatable). */
 static int kill_once(unsigned delay_us, struct helper *h)
 {
+	struct daxfs_host_info hi;
 	struct daxfs *fs1;
 	int st;
 
@@ -568,7 +577,11 @@ static int kill_once(unsigned delay_us, struct helper *h)
 		fprintf(stderr, "writer exited %d\n", st);
 		goto fail;
 	}
-	if (st != 0 && reap_host_id(fs1, 2) < 0)
+	/* Killed before it attached (a kill within the first milliseconds):
+	 * no slot names it, and there is nothing to reap. */
+	if (st != 0 && host_info(fs1, 2, &hi) == -ENOENT)
+		printf("info: killed before it attached\n");
+	else if (st != 0 && reap_host_id(fs1, 2) < 0)
 		goto fail;
 	return check_all(&fs1, h);
 fail:
