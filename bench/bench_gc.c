@@ -642,19 +642,6 @@ static int measure_tmpfs(const char *dir, const struct workload *w, int nproc,
 
 /* ---- main ---- */
 
-static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return -EINVAL;
-	*out = (unsigned)v;
-	return 0;
-}
-
 static void usage(void)
 {
 	fprintf(stderr, "usage: bench_gc [-d DIR] [-r REPS] [-l SMALL_LAYERS] "
@@ -739,27 +726,27 @@ int main(int argc, char **argv)
 			parent = optarg;
 			break;
 		case 'r':
-			if (parse_uint(optarg, 1, MAX_REPS, &reps) < 0)
+			if (bench_parse_uint(optarg, 1, MAX_REPS, &reps) < 0)
 				usage();
 			break;
 		case 'l':
-			if (parse_uint(optarg, 1, 4096, &wl[SMALL].nlayers) < 0)
+			if (bench_parse_uint(optarg, 1, 4096, &wl[SMALL].nlayers) < 0)
 				usage();
 			break;
 		case 'n':
-			if (parse_uint(optarg, 1, 100000, &wl[SMALL].nfiles) < 0)
+			if (bench_parse_uint(optarg, 1, 100000, &wl[SMALL].nfiles) < 0)
 				usage();
 			break;
 		case 'L':
-			if (parse_uint(optarg, 1, 256, &wl[LARGE].nlayers) < 0)
+			if (bench_parse_uint(optarg, 1, 256, &wl[LARGE].nlayers) < 0)
 				usage();
 			break;
 		case 'c':
-			if (parse_uint(optarg, 1, 64, &wl[LARGE].nfiles) < 0)
+			if (bench_parse_uint(optarg, 1, 64, &wl[LARGE].nfiles) < 0)
 				usage();
 			break;
 		case 'm':
-			if (parse_uint(optarg, 1, 1024, &v) < 0)
+			if (bench_parse_uint(optarg, 1, 1024, &v) < 0)
 				usage();
 			wl[LARGE].large_size = (uint64_t)v << 20;
 			break;

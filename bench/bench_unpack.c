@@ -790,19 +790,6 @@ static int measure(const struct opts *o, struct layer *ls, enum kind k,
 
 /* ---- main ---- */
 
-static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return -EINVAL;
-	*out = (unsigned)v;
-	return 0;
-}
-
 static void usage(void)
 {
 	fprintf(stderr, "usage: bench_unpack [-d DIR] [-r REPS] [-n SMALL_FILES] "
@@ -851,20 +838,20 @@ int main(int argc, char **argv)
 			o.dir = optarg;
 			break;
 		case 'r':
-			if (parse_uint(optarg, 1, MAX_REPS, &reps) < 0)
+			if (bench_parse_uint(optarg, 1, MAX_REPS, &reps) < 0)
 				usage();
 			o.reps = (int)reps;
 			break;
 		case 'n':
-			if (parse_uint(optarg, 1, 1000000, &o.small_files) < 0)
+			if (bench_parse_uint(optarg, 1, 1000000, &o.small_files) < 0)
 				usage();
 			break;
 		case 'c':
-			if (parse_uint(optarg, 1, 64, &o.large_files) < 0)
+			if (bench_parse_uint(optarg, 1, 64, &o.large_files) < 0)
 				usage();
 			break;
 		case 'm':
-			if (parse_uint(optarg, 1, 1024, &o.large_mib) < 0)
+			if (bench_parse_uint(optarg, 1, 1024, &o.large_mib) < 0)
 				usage();
 			break;
 		default:

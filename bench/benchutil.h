@@ -216,6 +216,20 @@ static inline int bench_prefault(void *p, size_t len)
 	return madvise((void *)a, e - a, MADV_POPULATE_WRITE) < 0 ? -errno : 0;
 }
 
+/* A decimal option value in [lo, hi]; -EINVAL otherwise. */
+static inline int bench_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
 /* snprintf into buf; -ENAMETOOLONG if it does not fit. */
 __attribute__((format(printf, 3, 4)))
 static inline int bench_path(char *buf, size_t n, const char *fmt, ...)
