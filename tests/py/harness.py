@@ -46,6 +46,18 @@ def short_id(serial):
             return out
 
 
+def wait_listening(name, sock, proc, logpath):
+    """Until the daxfsd started as proc answers on sock (15 s at most);
+    RuntimeError with its log if it exits or never answers."""
+    for _ in range(300):
+        if os.path.exists(sock) and ctl('hosts', address=sock).returncode == 0:
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError('daxfsd %s did not start: %s' % (name, open(logpath).read()))
+
+
 class Daemon:
     """One host: daxfsd with its own root, socket and log under TMP."""
 
@@ -65,14 +77,7 @@ class Daemon:
             [BUILD + '/daxfsd', '--config', self.config, '--region', self.region,
              '--root', self.root, '--address', self.sock, '--host-name', self.name,
              '--lease-ms', '1000'] + self.extra, stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            if os.path.exists(self.sock) and ctl('hosts', address=self.sock).returncode == 0:
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError('daxfsd %s did not start: %s' % (self.name,
-                                                             open(self.log.name).read()))
+        wait_listening(self.name, self.sock, self.proc, self.log.name)
 
     def stop(self):
         """SIGTERM; the exit code (-9 if it had to be killed)."""
@@ -185,16 +190,8 @@ class NsHost:
             [BUILD + '/daxfsd', '--config', self.config, '--region', self.region,
              '--root', self.root, '--address', self.sock, '--snapshotter-address', self.snap,
              '--host-name', self.name] + self.extra), stdout=self.log, stderr=subprocess.STDOUT)
-        if not wait:
-            return
-        for _ in range(300):
-            if os.path.exists(self.sock) and self.ctl('hosts').returncode == 0:
-                return
-            if self.daemon.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError('daxfsd %s did not start: %s' % (self.name,
-                                                             open(self.logpath).read()))
+        if wait:
+            wait_listening(self.name, self.sock, self.daemon, self.logpath)
 
     def daemon_pid(self):
         return pid_of('daxfsd', '--root', self.root)
